@@ -1,0 +1,26 @@
+//! Plumbing shared by every callpipe stage.
+//!
+//! `common` holds what two or more stages must agree on and nothing else: no decoding, no
+//! inference, no storage logic. Stage crates depend on it; it depends on no stage.
+//!
+//! # Layout
+//! - [`ids`]: stable call identities derived from the source, and revisions.
+//! - [`audio`]: the domain types the front end hands to transcription: channels, roles, speech
+//!   segments, the 16 kHz working rate.
+//! - [`config`]: the TOML + environment configuration, one documented struct per section,
+//!   validated once at start-up.
+//! - [`pool`]: the CPU pool. CPU-heavy work (decode, resample, VAD, inference) runs on a rayon
+//!   pool, never on tokio worker threads; [`pool::CpuPool::run`] is the bridge.
+//! - [`error`]: the transient/permanent split that retry and acknowledgement logic matches on.
+
+pub mod audio;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod pool;
+
+pub use audio::{Role, SpeechSegment, SAMPLE_RATE};
+pub use config::Config;
+pub use error::ErrorKind;
+pub use ids::{CallId, Revision};
+pub use pool::CpuPool;

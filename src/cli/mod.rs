@@ -1,0 +1,84 @@
+//! Argument parsing and dispatch.
+
+mod probe;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use callpipe_common::{Config, CpuPool};
+
+/// callpipe turns call recordings into searchable, timestamped transcripts.
+#[derive(Debug, Parser)]
+#[command(name = "callpipe", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file (TOML). Every key has a default; `CALLPIPE_*` environment variables
+    /// override it, e.g. CALLPIPE_INGEST__MAX_DURATION_S=7200.
+    #[arg(long, global = true, env = "CALLPIPE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// CPU worker threads for decode, resample, VAD and inference (default: one per core).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+
+    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode recordings and report format, duration, truncation and speech segments per channel.
+    Probe(probe::ProbeArgs),
+}
+
+pub fn init_tracing(verbose: u8) {
+    // symphonia reports recoverable oddities (junk bytes, short streams) through `log`; the
+    // front end already turns those into `truncated` or an error line, so they stay quiet
+    // unless asked for.
+    let default = match verbose {
+        0 => "warn,symphonia=off",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Shared start-up: configuration and the CPU pool.
+struct Context {
+    config: Config,
+    pool: CpuPool,
+}
+
+impl Context {
+    fn new(cli: &Cli) -> anyhow::Result<Self> {
+        let mut config = Config::load(cli.config.as_deref())?;
+        if let Some(threads) = cli.threads {
+            config.pool.threads = threads;
+        }
+        let pool = CpuPool::new(config.pool.threads).context("starting the CPU pool")?;
+        Ok(Context { config, pool })
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Context::new(&cli)?;
+    // A small runtime: it only awaits results; CPU work runs on the pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Probe(args) => runtime.block_on(probe::run(&ctx, args)),
+    }
+}
