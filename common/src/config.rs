@@ -114,7 +114,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("CALLPIPE_").split("__"));
+        // Only `SECTION__KEY` variables are config; others that share the prefix
+        // (CALLPIPE_CONFIG naming the file, variables of scripts) are not.
+        figment = figment.merge(
+            Env::prefixed("CALLPIPE_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -132,7 +138,7 @@ impl Config {
         if ingest.max_file_bytes == 0 {
             return invalid("ingest.max_file_bytes", "must be greater than 0");
         }
-        if !(ingest.max_duration_s > 0.0) {
+        if ingest.max_duration_s.is_nan() || ingest.max_duration_s <= 0.0 {
             return invalid("ingest.max_duration_s", "must be greater than 0");
         }
         let vad = &ingest.vad;
@@ -175,6 +181,8 @@ mod tests {
                 "[ingest]\nmax_duration_s = 60\nstereo_roles = [\"customer\", \"agent\"]\n",
             )?;
             jail.set_env("CALLPIPE_INGEST__VAD__THRESHOLD", "0.7");
+            jail.set_env("CALLPIPE_CONFIG", "callpipe.toml");
+            jail.set_env("CALLPIPE_BIN", "/usr/local/bin/callpipe");
             let config = Config::load(Some(Path::new("callpipe.toml"))).unwrap();
             assert_eq!(config.ingest.max_duration_s, 60.0);
             assert_eq!(config.ingest.stereo_roles, [Role::Customer, Role::Agent]);

@@ -87,7 +87,10 @@ mod tests {
 
     #[test]
     fn content_revision_changes_with_content() {
-        assert_ne!(Revision::from_content(b"one"), Revision::from_content(b"two"));
+        assert_ne!(
+            Revision::from_content(b"one"),
+            Revision::from_content(b"two")
+        );
         assert!(Revision::from_content(b"one").as_str().starts_with("b3:"));
     }
 }

@@ -23,9 +23,15 @@ pub enum IngestError {
     Empty { path: PathBuf },
 
     #[error("{path}: {bytes} bytes exceeds the limit of {limit} bytes (ingest.max_file_bytes)")]
-    TooLarge { path: PathBuf, bytes: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        bytes: u64,
+        limit: u64,
+    },
 
-    #[error("{path}: {duration_s:.1} s exceeds the limit of {limit_s:.1} s (ingest.max_duration_s)")]
+    #[error(
+        "{path}: {duration_s:.1} s exceeds the limit of {limit_s:.1} s (ingest.max_duration_s)"
+    )]
     TooLong {
         path: PathBuf,
         duration_s: f64,

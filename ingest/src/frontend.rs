@@ -156,10 +156,11 @@ pub fn process(mut decoder: Decoder, opts: &FrontEndOptions) -> Result<CallAudio
     let channel_count = info.channels;
     let mut pipelines = (0..channel_count)
         .map(|_| {
-            let resampler = ChannelResampler::new(rate).map_err(|reason| IngestError::Malformed {
-                path: path.clone(),
-                reason,
-            })?;
+            let resampler =
+                ChannelResampler::new(rate).map_err(|reason| IngestError::Malformed {
+                    path: path.clone(),
+                    reason,
+                })?;
             Ok(ChannelPipeline {
                 resampler,
                 vad: opts.vad.as_ref().map(Vad::new),
@@ -218,13 +219,15 @@ pub fn process(mut decoder: Decoder, opts: &FrontEndOptions) -> Result<CallAudio
     let channels = finished
         .into_iter()
         .enumerate()
-        .map(|(channel, (segments, samples, vad_model_frames))| ChannelAudio {
-            channel,
-            role: role_for_channel(channel, channel_count, opts.stereo_roles),
-            segments,
-            samples,
-            vad_model_frames,
-        })
+        .map(
+            |(channel, (segments, samples, vad_model_frames))| ChannelAudio {
+                channel,
+                role: role_for_channel(channel, channel_count, opts.stereo_roles),
+                segments,
+                samples,
+                vad_model_frames,
+            },
+        )
         .collect();
 
     Ok(CallAudio {

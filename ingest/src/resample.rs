@@ -77,7 +77,13 @@ impl ChannelResampler {
         while self.pending.len() - pos >= need {
             let produced = run_chunk(fft, &self.pending[pos..pos + need], None, &mut self.out);
             pos += need;
-            emit_trimmed(&self.out[..produced], &mut self.skip, &mut self.frames_out, u64::MAX, emit);
+            emit_trimmed(
+                &self.out[..produced],
+                &mut self.skip,
+                &mut self.frames_out,
+                u64::MAX,
+                emit,
+            );
         }
         self.pending.drain(..pos);
     }
@@ -96,7 +102,13 @@ impl ChannelResampler {
         let mut guard = 0;
         while self.frames_out < expected && guard < 64 {
             let produced = run_chunk(fft, &tail, Some(valid), &mut self.out);
-            emit_trimmed(&self.out[..produced], &mut self.skip, &mut self.frames_out, expected, emit);
+            emit_trimmed(
+                &self.out[..produced],
+                &mut self.skip,
+                &mut self.frames_out,
+                expected,
+                emit,
+            );
             valid = 0;
             guard += 1;
         }

@@ -91,7 +91,8 @@ impl Vad {
             self.detector.predict_f32(&self.frame)
         };
         self.prev_frame = self.frame;
-        self.scores.push((score.clamp(0.0, 1.0) * 255.0).round() as u8);
+        self.scores
+            .push((score.clamp(0.0, 1.0) * 255.0).round() as u8);
     }
 
     /// How many frames the model actually scored (the rest were gated as silence).
@@ -149,7 +150,9 @@ pub fn segments_from_scores(
     merged.retain(|r| r.1 - r.0 >= min.max(1));
 
     // Cap the length by splitting at the quietest frame in the back half of each window.
-    let max = ((config.max_segment_s - 2.0 * config.pad_s) / FRAME_S).floor().max(1.0) as usize;
+    let max = ((config.max_segment_s - 2.0 * config.pad_s) / FRAME_S)
+        .floor()
+        .max(1.0) as usize;
     let mut capped = Vec::with_capacity(merged.len());
     for (mut b, e) in merged {
         while e - b > max {
@@ -215,7 +218,10 @@ mod tests {
         for s in &segs {
             assert!(s.duration_s() <= 30.0 + 1e-9, "{s:?}");
         }
-        assert!((segs[0].end_s - 25.0).abs() < 0.2, "split at the dip: {segs:?}");
+        assert!(
+            (segs[0].end_s - 25.0).abs() < 0.2,
+            "split at the dip: {segs:?}"
+        );
         for w in segs.windows(2) {
             assert!(w[0].end_s <= w[1].start_s + 1e-9);
         }

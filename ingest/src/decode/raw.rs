@@ -82,7 +82,10 @@ impl RawEncoding {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, e)| *e == self).map_or("?", |(n, _)| n)
+        Self::ALL
+            .iter()
+            .find(|(_, e)| *e == self)
+            .map_or("?", |(n, _)| n)
     }
 
     pub fn bytes_per_sample(self) -> usize {

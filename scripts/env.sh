@@ -1,0 +1,46 @@
+# Shared settings for the project's scripts. Source it; do not run it.
+#
+# The cargo target directory lives outside the clone so a fresh clone reuses earlier builds,
+# and every script builds the one `release` profile, so tests, benches and the binary share
+# their compiled dependencies.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/callpipe/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+CALLPIPE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CALLPIPE_ROOT
+CALLPIPE_BIN="$CARGO_TARGET_DIR/release/callpipe"
+export CALLPIPE_BIN
+
+# Installs Debian packages that are missing, running `apt-get update` once first.
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "installing: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The Rust toolchain with rustfmt and clippy.
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "error: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
+        exit 1
+    fi
+    if command -v rustup >/dev/null 2>&1; then
+        cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+        cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+    fi
+}
+
+# What building needs: a C toolchain and cmake (libopus builds from source).
+ensure_build_deps() {
+    apt_install build-essential cmake pkg-config ca-certificates
+    ensure_rust
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need, then checks formatting, lints and runs every test.
+#
+#   scripts/test.sh
+#
+# Safe to rerun: installs are skipped when present, and the build is cached in
+# $CARGO_TARGET_DIR (default ~/.cache/callpipe/target).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$CALLPIPE_ROOT"
+
+ensure_build_deps
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --release --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --release --workspace --locked
