@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use callpipe_common::audio::role_for_channel;
 use callpipe_common::config::{IngestConfig, VadConfig};
-use callpipe_common::{Role, SpeechSegment, SAMPLE_RATE};
+use callpipe_common::{Role, SpeechSegment};
 
 use crate::decode::{DecodeOptions, Decoder, RawFormat, SourceInfo};
 use crate::error::IngestError;
@@ -236,9 +236,4 @@ pub fn process(mut decoder: Decoder, opts: &FrontEndOptions) -> Result<CallAudio
         truncated: decoder.truncated(),
         channels,
     })
-}
-
-/// Seconds → 16 kHz sample index, clamped to `len`.
-pub fn sample_index(seconds: f64, len: usize) -> usize {
-    ((seconds * SAMPLE_RATE as f64).round().max(0.0) as usize).min(len)
 }
