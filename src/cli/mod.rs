@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch.
 
+mod model;
 mod probe;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub struct Cli {
 enum Command {
     /// Decode recordings and report format, duration, truncation and speech segments per channel.
     Probe(probe::ProbeArgs),
+    /// Install, import and list Whisper models.
+    Model(model::ModelArgs),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -72,6 +75,9 @@ impl Context {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Model(args) = cli.command {
+        return model::run(args);
+    }
     let ctx = Context::new(&cli)?;
     // A small runtime: it only awaits results; CPU work runs on the pool.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -80,5 +86,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Probe(args) => runtime.block_on(probe::run(&ctx, args)),
+        Command::Model(_) => unreachable!("handled above"),
     }
 }

