@@ -101,18 +101,7 @@ pub fn validate(dir: &Path) -> Result<ModelInfo, ModelError> {
             what: "model directory",
         });
     }
-    let config_path = dir.join("config.json");
-    let config = fs::read(&config_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ModelError::Missing {
-            path: config_path.clone(),
-            what: "CTranslate2 config",
-        },
-        _ => io(&config_path)(e),
-    })?;
-    serde_json::from_slice::<serde_json::Value>(&config).map_err(|e| ModelError::Corrupt {
-        path: config_path.clone(),
-        reason: format!("not JSON: {e}"),
-    })?;
+    read_json(&dir.join("config.json"), "CTranslate2 config")?;
 
     let tokenizer = ["tokenizer.json", "vocabulary.json", "vocabulary.txt"]
         .into_iter()
@@ -123,13 +112,7 @@ pub fn validate(dir: &Path) -> Result<ModelInfo, ModelError> {
         })?;
     if tokenizer == "tokenizer.json" {
         let path = dir.join(tokenizer);
-        let bytes = fs::read(&path).map_err(io(&path))?;
-        let parsed: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ModelError::Corrupt {
-                path: path.clone(),
-                reason: format!("not JSON: {e}"),
-            })?;
-        if parsed.get("model").is_none() {
+        if read_json(&path, "tokenizer")?.get("model").is_none() {
             return Err(ModelError::Corrupt {
                 path,
                 reason: "no `model` section".into(),
@@ -174,12 +157,7 @@ pub fn validate(dir: &Path) -> Result<ModelInfo, ModelError> {
 
     let preprocessor = dir.join("preprocessor_config.json");
     if preprocessor.is_file() {
-        let bytes = fs::read(&preprocessor).map_err(io(&preprocessor))?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ModelError::Corrupt {
-                path: preprocessor.clone(),
-                reason: format!("not JSON: {e}"),
-            })?;
+        let value = read_json(&preprocessor, "preprocessor config")?;
         if let Some(size) = value.get("feature_size").and_then(|v| v.as_u64()) {
             if size != n_mels as u64 {
                 return Err(ModelError::Corrupt {
@@ -197,6 +175,21 @@ pub fn validate(dir: &Path) -> Result<ModelInfo, ModelError> {
         vocab_size,
         multilingual: vocab_size != 51864,
         tokenizer: tokenizer.to_owned(),
+    })
+}
+
+/// Reads a JSON file of a model directory; missing and unparsable are told apart.
+fn read_json(path: &Path, what: &'static str) -> Result<serde_json::Value, ModelError> {
+    let bytes = fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ModelError::Missing {
+            path: path.to_owned(),
+            what,
+        },
+        _ => io(path)(e),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ModelError::Corrupt {
+        path: path.to_owned(),
+        reason: format!("not JSON: {e}"),
     })
 }
 
