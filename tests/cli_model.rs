@@ -10,14 +10,7 @@ fn callpipe() -> Command {
 }
 
 fn installed_model() -> PathBuf {
-    let root = std::env::var_os("CALLPIPE_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-            cache.join("callpipe/models")
-        });
+    let root = callpipe_transcribe::model::ModelStore::default_root();
     let dir = root.join("whisper-tiny.en");
     assert!(
         dir.join("model.bin").is_file(),
