@@ -39,8 +39,9 @@ ensure_rust() {
     fi
 }
 
-# What building needs: a C toolchain and cmake (libopus builds from source).
+# What building needs: a C/C++ toolchain and cmake (libopus, oneDNN and CTranslate2 build from
+# source), clang for ct2rs's build, and libgomp, the OpenMP runtime the engine links against.
 ensure_build_deps() {
-    apt_install build-essential cmake pkg-config ca-certificates
+    apt_install build-essential cmake pkg-config ca-certificates clang libclang-dev libgomp1
     ensure_rust
 }

@@ -8,7 +8,10 @@ agent on the left, customer on the right, as call recorders do. The result is te
 JSON file with the true turns and a manifest entry with per-channel reference transcripts in the
 format of `callpipe eval`.
 
-    scripts/make_call.py --out DIR [--calls N] [--minutes M] [--seed S]
+With --word-timing each word is spoken on its own and the words are joined with a short gap, so
+the truth also holds every word's exact start and end (slower, more deliberate speech).
+
+    scripts/make_call.py --out DIR [--calls N] [--minutes M] [--seed S] [--word-timing]
 
 Needs espeak-ng and sox (Debian packages of the same names).
 """
@@ -83,7 +86,23 @@ def speak(text, voice, speed, rate, tmp):
     return data
 
 
-def make_call(path_base, minutes, rng, rate, encoding, noise_db, tmp):
+WORD_GAP_S = 0.07
+
+
+def speak_words(text, voice, speed, rate, tmp):
+    """Speaks `text` word by word; returns the samples and each word's (start, end) in samples."""
+    samples = array.array("h")
+    spans = []
+    for word in text.split():
+        if samples:
+            samples.extend([0] * int(WORD_GAP_S * rate))
+        start = len(samples)
+        samples.extend(speak(word, voice, speed, rate, tmp))
+        spans.append((word, start, len(samples)))
+    return samples, spans
+
+
+def make_call(path_base, minutes, rng, rate, encoding, noise_db, tmp, word_timing=False):
     target_s = minutes * 60.0
     left = array.array("h")
     right = array.array("h")
@@ -94,7 +113,11 @@ def make_call(path_base, minutes, rng, rate, encoding, noise_db, tmp):
         lines = AGENT_LINES if speaker == 0 else CUSTOMER_LINES
         text = rng.choice(lines)
         voice = AGENT_VOICE if speaker == 0 else CUSTOMER_VOICE
-        samples = speak(text, voice, rng.randint(150, 180), rate, tmp)
+        speed = rng.randint(150, 180)
+        if word_timing:
+            samples, spans = speak_words(text, voice, speed, rate, tmp)
+        else:
+            samples, spans = speak(text, voice, speed, rate, tmp), None
         start = int(t * rate)
         channel = left if speaker == 0 else right
         end = start + len(samples)
@@ -102,13 +125,19 @@ def make_call(path_base, minutes, rng, rate, encoding, noise_db, tmp):
             if len(buf) < end:
                 buf.extend([0] * (end - len(buf)))
         channel[start:end] = samples
-        turns.append({
+        turn = {
             "channel": speaker,
             "role": "agent" if speaker == 0 else "customer",
             "start_s": round(start / rate, 3),
             "end_s": round(end / rate, 3),
             "text": text,
-        })
+        }
+        if spans is not None:
+            turn["words"] = [
+                {"word": w, "start_s": round((start + a) / rate, 3), "end_s": round((start + b) / rate, 3)}
+                for w, a, b in spans
+            ]
+        turns.append(turn)
         # The other party answers after a pause; sometimes the same party goes on.
         t = end / rate + rng.uniform(0.5, 1.6)
         if rng.random() < 0.85:
@@ -179,6 +208,7 @@ def main():
     ap.add_argument("--encoding", default="mu-law", help="sox encoding: mu-law, a-law, signed-integer")
     ap.add_argument("--noise-db", type=float, default=-60.0, help="noise floor in dBFS; 'none' to disable")
     ap.add_argument("--prefix", default="call")
+    ap.add_argument("--word-timing", action="store_true", help="speak word by word and record word times")
     args = ap.parse_args()
 
     os.makedirs(args.out, exist_ok=True)
@@ -187,7 +217,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.calls):
             base = os.path.join(args.out, f"{args.prefix}_{i:02d}")
-            manifest.append(make_call(base, args.minutes, rng, args.rate, args.encoding, args.noise_db, tmp))
+            manifest.append(make_call(base, args.minutes, rng, args.rate, args.encoding,
+                                      args.noise_db, tmp, args.word_timing))
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     total = sum(m["duration_s"] for m in manifest)

@@ -21,6 +21,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The CPU pool shared by every CPU-heavy step.
     pub pool: PoolConfig,
+    /// The Whisper engine and its decoding.
+    pub transcribe: TranscribeConfig,
 }
 
 /// `[ingest]`: limits and the audio front end.
@@ -92,6 +94,70 @@ pub struct PoolConfig {
     pub threads: usize,
 }
 
+/// Where the engine runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU; needs a binary built with the `cuda` feature.
+    Cuda,
+}
+
+/// `[transcribe]`: the Whisper engine, its replicas and its decoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranscribeConfig {
+    /// A model installed with `callpipe model` (its name), or a CTranslate2 Whisper directory.
+    pub model: String,
+    pub device: Device,
+    /// CTranslate2 compute type: `int8`, `int8_float32`, `float32`, `float16`, `auto`, ...
+    pub compute_type: String,
+    /// Engine replicas sharing the pool; each decodes one batch at a time. 0 = one per core.
+    pub replicas: usize,
+    /// Threads inside each replica. One per replica scales best on contended CPUs.
+    pub threads_per_replica: usize,
+    /// Windows decoded together in one engine call.
+    pub batch_size: usize,
+    /// Beam width at temperature 0; 1 is greedy search.
+    pub beam_size: usize,
+    /// Samples drawn at each fallback temperature.
+    pub best_of: usize,
+    /// Temperatures tried in order until a decode passes the thresholds below.
+    pub temperatures: Vec<f32>,
+    /// A decode whose text compresses better than this (gzip ratio) is repetitive: retry.
+    pub compression_ratio_threshold: f32,
+    /// A decode whose mean token log-probability is below this is unsure: retry.
+    pub log_prob_threshold: f32,
+    /// A window whose no-speech probability exceeds this (and that is unsure) is dropped.
+    pub no_speech_threshold: f32,
+    /// Word-level timestamps and probabilities (cross-attention alignment).
+    pub word_timestamps: bool,
+    /// ISO 639-1 code to force; empty = detect (multilingual models) or `en` (`.en` models).
+    pub language: String,
+}
+
+impl Default for TranscribeConfig {
+    fn default() -> Self {
+        TranscribeConfig {
+            model: "whisper-tiny.en".into(),
+            device: Device::Cpu,
+            compute_type: "int8".into(),
+            replicas: 0,
+            threads_per_replica: 1,
+            batch_size: 1,
+            beam_size: 1,
+            best_of: 5,
+            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            compression_ratio_threshold: 2.4,
+            log_prob_threshold: -1.0,
+            no_speech_threshold: 0.6,
+            word_timestamps: true,
+            language: String::new(),
+        }
+    }
+}
+
 /// A configuration that could not be loaded or is invalid. The message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -159,6 +225,35 @@ impl Config {
         }
         if !(-120.0..=0.0).contains(&vad.gate_dbfs) {
             return invalid("ingest.vad.gate_dbfs", "must be within [-120, 0]");
+        }
+        let t = &self.transcribe;
+        if t.model.trim().is_empty() {
+            return invalid("transcribe.model", "must name a model");
+        }
+        if !(1..=64).contains(&t.batch_size) {
+            return invalid("transcribe.batch_size", "must be within [1, 64]");
+        }
+        if !(1..=16).contains(&t.beam_size) {
+            return invalid("transcribe.beam_size", "must be within [1, 16]");
+        }
+        if !(1..=16).contains(&t.best_of) {
+            return invalid("transcribe.best_of", "must be within [1, 16]");
+        }
+        if t.threads_per_replica == 0 {
+            return invalid("transcribe.threads_per_replica", "must be at least 1");
+        }
+        if t.temperatures.is_empty() || t.temperatures.iter().any(|x| !(0.0..=2.0).contains(x)) {
+            return invalid(
+                "transcribe.temperatures",
+                "must be a non-empty list of values within [0, 2]",
+            );
+        }
+        let code_ok = t.language.len() <= 3 && t.language.chars().all(|c| c.is_ascii_lowercase());
+        if !code_ok {
+            return invalid(
+                "transcribe.language",
+                "must be an ISO 639-1 code such as `en`",
+            );
         }
         Ok(())
     }

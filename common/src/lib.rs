@@ -7,6 +7,8 @@
 //! - [`ids`]: stable call identities derived from the source, and revisions.
 //! - [`audio`]: the domain types the front end hands to transcription: channels, roles, speech
 //!   segments, the 16 kHz working rate.
+//! - [`transcript`]: what transcription hands to indexing: per-channel segments and words on
+//!   the call's timeline.
 //! - [`config`]: the TOML + environment configuration, one documented struct per section,
 //!   validated once at start-up.
 //! - [`pool`]: the CPU pool. CPU-heavy work (decode, resample, VAD, inference) runs on a rayon
@@ -18,9 +20,11 @@ pub mod config;
 pub mod error;
 pub mod ids;
 pub mod pool;
+pub mod transcript;
 
 pub use audio::{Role, SpeechSegment, SAMPLE_RATE};
 pub use config::Config;
 pub use error::ErrorKind;
 pub use ids::{CallId, Revision};
 pub use pool::CpuPool;
+pub use transcript::{ChannelTranscript, Segment, Transcript, Word};

@@ -1,7 +1,9 @@
 //! Argument parsing and dispatch.
 
+mod eval;
 mod model;
 mod probe;
+mod transcribe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,10 @@ pub struct Cli {
 enum Command {
     /// Decode recordings and report format, duration, truncation and speech segments per channel.
     Probe(probe::ProbeArgs),
+    /// Transcribe recordings: per-channel (role) segments with times, text and word timings.
+    Transcribe(transcribe::TranscribeArgs),
+    /// Word error rate and speed on a manifest of labelled recordings, to choose a model.
+    Eval(eval::EvalArgs),
     /// Install, import and list Whisper models.
     Model(model::ModelArgs),
 }
@@ -86,6 +92,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Probe(args) => runtime.block_on(probe::run(&ctx, args)),
+        Command::Transcribe(args) => runtime.block_on(transcribe::run(&ctx, args)),
+        Command::Eval(args) => runtime.block_on(eval::run(&ctx, args)),
         Command::Model(_) => unreachable!("handled above"),
     }
 }

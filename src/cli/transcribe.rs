@@ -1,0 +1,261 @@
+//! `callpipe transcribe`: recordings in, per-channel timestamped transcripts out.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::stream::{self, StreamExt as _};
+use serde::Serialize;
+
+use callpipe_common::transcript::Transcript;
+use callpipe_common::SpeechSegment;
+use callpipe_ingest::{FrontEndOptions, RawFormat};
+use callpipe_transcribe::model::ModelStore;
+use callpipe_transcribe::{ChannelSpeech, Engine, Transcriber};
+
+use super::Context;
+
+/// Engine settings shared by `transcribe` and `eval`; each overrides `[transcribe]` config.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Installed model name or CTranslate2 Whisper directory [config: transcribe.model].
+    #[arg(long, value_name = "NAME|DIR")]
+    model: Option<String>,
+
+    /// CTranslate2 compute type: int8, int8_float32, float32, ... [config: transcribe.compute_type].
+    #[arg(long, value_name = "TYPE")]
+    compute_type: Option<String>,
+
+    /// Engine replicas; 0 = one per CPU thread [config: transcribe.replicas].
+    #[arg(long, value_name = "N")]
+    replicas: Option<usize>,
+
+    /// Windows decoded together per engine call [config: transcribe.batch_size].
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+
+    /// Beam width; 1 = greedy [config: transcribe.beam_size].
+    #[arg(long, value_name = "N")]
+    beam_size: Option<usize>,
+
+    /// Force a language (ISO 639-1) instead of detecting it [config: transcribe.language].
+    #[arg(long, value_name = "CODE")]
+    language: Option<String>,
+
+    /// Skip word-level timestamps [config: transcribe.word_timestamps = false].
+    #[arg(long)]
+    no_words: bool,
+
+    /// Transcribe whole channels instead of the speech VAD finds.
+    #[arg(long)]
+    no_vad: bool,
+
+    /// Treat the files as headerless PCM: ENCODING:RATE:CHANNELS (see `probe --help`).
+    #[arg(long, value_name = "ENC:RATE:CH")]
+    raw: Option<RawFormat>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TranscribeArgs {
+    /// Recordings to transcribe.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+
+    /// One JSON object per file, one per line, with word timings.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// A loaded engine plus the front-end settings that feed it.
+pub struct Asr {
+    pub transcriber: Arc<Transcriber>,
+    pub front_end: Arc<FrontEndOptions>,
+}
+
+impl Asr {
+    pub fn load(ctx: &Context, args: &EngineArgs) -> anyhow::Result<Self> {
+        let mut config = ctx.config.transcribe.clone();
+        if let Some(model) = &args.model {
+            config.model = model.clone();
+        }
+        if let Some(t) = &args.compute_type {
+            config.compute_type = t.clone();
+        }
+        if let Some(n) = args.replicas {
+            config.replicas = n;
+        }
+        if let Some(n) = args.batch_size {
+            config.batch_size = n.clamp(1, 64);
+        }
+        if let Some(n) = args.beam_size {
+            config.beam_size = n.clamp(1, 16);
+        }
+        if let Some(code) = &args.language {
+            config.language = code.clone();
+        }
+        if args.no_words {
+            config.word_timestamps = false;
+        }
+        let (dir, name) = ModelStore::new(ModelStore::default_root())
+            .resolve(&config.model)
+            .context("finding the model (install one with `callpipe model install`)")?;
+        let replicas = if config.replicas == 0 {
+            ctx.pool.threads()
+        } else {
+            config.replicas
+        };
+        let engine = Engine::load(&dir, &config, replicas)?;
+        let mut front_end = FrontEndOptions::from_config(&ctx.config.ingest).with_raw(args.raw);
+        front_end.keep_audio = true;
+        if args.no_vad {
+            front_end.vad = None;
+        }
+        Ok(Asr {
+            transcriber: Arc::new(Transcriber::new(engine, name)),
+            front_end: Arc::new(front_end),
+        })
+    }
+
+    /// Calls worth having in flight: enough to fill every replica's batches.
+    pub fn in_flight(&self) -> usize {
+        let engine = self.transcriber.engine();
+        (engine.replicas() * engine.config().batch_size * 2).max(2)
+    }
+
+    /// Front end then transcription for one file.
+    pub async fn run_file(&self, ctx: &Context, path: PathBuf) -> Result<FileTranscript, String> {
+        let opts = Arc::clone(&self.front_end);
+        let file = path.display().to_string();
+        let call = ctx
+            .pool
+            .run(move || callpipe_ingest::process_file(&path, &opts))
+            .await
+            .map_err(|panic| format!("{file}: internal error while decoding: {panic}"))?
+            .map_err(|e| e.to_string())?;
+        let vad = self.front_end.vad.is_some();
+        let duration_s = call.duration_s;
+        let channels: Vec<ChannelSpeech> = call
+            .channels
+            .into_iter()
+            .map(|c| ChannelSpeech {
+                channel: c.channel,
+                role: c.role,
+                segments: if vad {
+                    c.segments
+                } else {
+                    vec![SpeechSegment {
+                        start_s: 0.0,
+                        end_s: c.samples.len() as f64 / callpipe_common::SAMPLE_RATE as f64,
+                    }]
+                },
+                samples: c.samples,
+            })
+            .collect();
+        let transcriber = Arc::clone(&self.transcriber);
+        let transcript = tokio::task::spawn_blocking(move || transcriber.transcribe(&channels))
+            .await
+            .map_err(|e| format!("{file}: internal error while transcribing: {e}"))?
+            .map_err(|e| format!("{file}: {e}"))?;
+        Ok(FileTranscript {
+            file,
+            duration_s,
+            truncated: call.truncated,
+            transcript,
+        })
+    }
+}
+
+/// One file's transcript, as `--json` prints it.
+#[derive(Debug, Serialize)]
+pub struct FileTranscript {
+    pub file: String,
+    pub duration_s: f64,
+    pub truncated: bool,
+    #[serde(flatten)]
+    pub transcript: Transcript,
+}
+
+impl FileTranscript {
+    fn print_text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let t = &self.transcript;
+        let truncated = if self.truncated { ", TRUNCATED" } else { "" };
+        writeln!(
+            out,
+            "{}  ({:.1} s, {}{truncated})",
+            self.file, self.duration_s, t.language
+        )?;
+        // Turns in time order, each labelled with its channel's role.
+        for (channel, segment) in t.turns() {
+            writeln!(
+                out,
+                "  [{} → {}] {:<8} {}",
+                clock(segment.start_s),
+                clock(segment.end_s),
+                channel.role.as_str(),
+                segment.text
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `mm:ss.ss`, or `h:mm:ss.ss` past the hour.
+fn clock(seconds: f64) -> String {
+    let h = (seconds / 3600.0).floor();
+    let m = ((seconds - h * 3600.0) / 60.0).floor();
+    let s = seconds - h * 3600.0 - m * 60.0;
+    if h > 0.0 {
+        format!("{h}:{m:02}:{s:05.2}")
+    } else {
+        format!("{m:02}:{s:05.2}")
+    }
+}
+
+pub async fn run(ctx: &Context, args: TranscribeArgs) -> anyhow::Result<ExitCode> {
+    let asr = Asr::load(ctx, &args.engine)?;
+    let asr = &asr;
+    let mut results = stream::iter(args.files)
+        .map(|path| asr.run_file(ctx, path))
+        .buffered(asr.in_flight());
+    let mut failed = 0usize;
+    let stdout = std::io::stdout();
+    while let Some(result) = results.next().await {
+        let mut out = stdout.lock();
+        match result {
+            Ok(file) if args.json => {
+                serde_json::to_writer(&mut out, &file)?;
+                writeln!(out)?;
+            }
+            Ok(file) => file.print_text(&mut out)?,
+            Err(error) => {
+                failed += 1;
+                eprintln!("error: {error}");
+                if args.json {
+                    serde_json::to_writer(&mut out, &serde_json::json!({ "error": error }))?;
+                    writeln!(out)?;
+                }
+            }
+        }
+        out.flush()?;
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Used by `eval` to resolve manifest paths.
+pub fn relative_to(base: &Path, file: &str) -> PathBuf {
+    let path = Path::new(file);
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
+}

@@ -1,0 +1,245 @@
+//! Packing a channel's speech segments into encoder windows, and mapping times back.
+//!
+//! Whisper always encodes 30 s. A call is mostly silence on each channel, so instead of
+//! sliding over the whole channel, the speech segments the front end found are laid end to end
+//! in windows of at most 30 s. Each window remembers where its pieces came from, so every
+//! timestamp the model produces maps back to the call's timeline. This cuts the encoder passes
+//! to about the speech time, and it keeps Whisper away from long silences, where it tends to
+//! drop the speech that follows or hallucinate.
+
+use callpipe_common::SpeechSegment;
+
+use crate::mel::{HOP, WINDOW_SAMPLES};
+
+/// Most samples a window may hold so that its content fits the 3000-frame encoder input.
+pub const MAX_WINDOW_SAMPLES: usize = WINDOW_SAMPLES - HOP;
+/// Silence put between two pieces (0.25 s): a clear pause where the model can end one segment
+/// and start the next, so its timestamps fall on the right side of the seam.
+pub const PIECE_GAP_SAMPLES: usize = crate::SAMPLE_RATE as usize / 4;
+
+/// A contiguous stretch of the call inside a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Piece {
+    /// Where the piece starts inside the window, in samples.
+    pub window_start: usize,
+    /// Where it starts in the channel, in samples.
+    pub call_start: usize,
+    pub len: usize,
+}
+
+/// Up to 30 s of one channel's speech, ready for the encoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub channel: usize,
+    pub samples: Vec<f32>,
+    pub pieces: Vec<Piece>,
+}
+
+impl Window {
+    /// Maps a start time inside the window (seconds) to the call's timeline. A time in the
+    /// silence between two pieces moves forward to the start of the next piece.
+    pub fn start_to_call(&self, t: f64) -> f64 {
+        let sample = to_samples(t);
+        match self.pieces.iter().find(|p| p.window_start + p.len > sample) {
+            Some(p) => at(p, sample.saturating_sub(p.window_start)),
+            None => self.pieces.last().map_or(0.0, |p| at(p, p.len)),
+        }
+    }
+
+    /// Maps an end time inside the window to the call's timeline. A time in the silence
+    /// between two pieces moves back to the end of the previous piece.
+    pub fn end_to_call(&self, t: f64) -> f64 {
+        let sample = to_samples(t);
+        match self.pieces.iter().rev().find(|p| p.window_start < sample) {
+            Some(p) => at(p, (sample - p.window_start).min(p.len)),
+            None => self.pieces.first().map_or(0.0, |p| at(p, 0)),
+        }
+    }
+
+    /// The piece a stretch of window time `[start, end]` (seconds) belongs to: the one holding
+    /// its midpoint, or the nearest one.
+    pub fn piece_of(&self, start: f64, end: f64) -> usize {
+        let mid = to_samples((start + end) / 2.0);
+        self.pieces
+            .iter()
+            .position(|p| mid < p.window_start + p.len)
+            .map(|i| {
+                // In the gap before piece i: whichever side is closer.
+                let p = &self.pieces[i];
+                if i > 0 && mid < p.window_start {
+                    let prev = &self.pieces[i - 1];
+                    if mid - (prev.window_start + prev.len) < p.window_start - mid {
+                        return i - 1;
+                    }
+                }
+                i
+            })
+            .unwrap_or(self.pieces.len().saturating_sub(1))
+    }
+
+    /// Maps window time `t` to the call's timeline within piece `index`, clamped to it.
+    pub fn to_call_in(&self, index: usize, t: f64) -> f64 {
+        let Some(p) = self.pieces.get(index) else {
+            return 0.0;
+        };
+        let offset = to_samples(t).saturating_sub(p.window_start).min(p.len);
+        at(p, offset)
+    }
+
+    pub fn duration_s(&self) -> f64 {
+        self.samples.len() as f64 / crate::SAMPLE_RATE as f64
+    }
+}
+
+fn at(p: &Piece, offset: usize) -> f64 {
+    (p.call_start + offset) as f64 / crate::SAMPLE_RATE as f64
+}
+
+fn to_samples(t: f64) -> usize {
+    (t.max(0.0) * crate::SAMPLE_RATE as f64).round() as usize
+}
+
+/// Packs `segments` of a channel's 16 kHz `samples` into windows of at most `max_samples`.
+///
+/// Segments stay whole and in order, with [`PIECE_GAP_SAMPLES`] of silence between them; one
+/// longer than a window (only when VAD is off or its cap was raised) is cut into window-sized
+/// pieces. Segments are clamped to the audio.
+pub fn pack(
+    channel: usize,
+    samples: &[f32],
+    segments: &[SpeechSegment],
+    max_samples: usize,
+) -> Vec<Window> {
+    let max_samples = max_samples.clamp(HOP, MAX_WINDOW_SAMPLES);
+    let rate = crate::SAMPLE_RATE as f64;
+    let mut windows = Vec::new();
+    let mut current = Window {
+        channel,
+        samples: Vec::new(),
+        pieces: Vec::new(),
+    };
+    for segment in segments {
+        let start = ((segment.start_s * rate).floor().max(0.0) as usize).min(samples.len());
+        let end = ((segment.end_s * rate).ceil().max(0.0) as usize).min(samples.len());
+        let mut at = start;
+        while at < end {
+            let gap = if current.samples.is_empty() {
+                0
+            } else {
+                PIECE_GAP_SAMPLES
+            };
+            let room = max_samples.saturating_sub(current.samples.len() + gap);
+            let len = (end - at).min(max_samples);
+            if len > room {
+                windows.push(std::mem::replace(
+                    &mut current,
+                    Window {
+                        channel,
+                        samples: Vec::new(),
+                        pieces: Vec::new(),
+                    },
+                ));
+                continue;
+            }
+            current.samples.resize(current.samples.len() + gap, 0.0);
+            current.pieces.push(Piece {
+                window_start: current.samples.len(),
+                call_start: at,
+                len,
+            });
+            current.samples.extend_from_slice(&samples[at..at + len]);
+            at += len;
+        }
+    }
+    if !current.samples.is_empty() {
+        windows.push(current);
+    }
+    windows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn seg(start_s: f64, end_s: f64) -> SpeechSegment {
+        SpeechSegment { start_s, end_s }
+    }
+
+    #[test]
+    fn packs_in_order_and_maps_back() {
+        let rate = 16_000.0;
+        let samples: Vec<f32> = (0..60 * 16_000).map(|i| i as f32).collect();
+        let windows = pack(
+            0,
+            &samples,
+            &[seg(1.0, 3.0), seg(10.0, 12.5), seg(40.0, 41.0)],
+            MAX_WINDOW_SAMPLES,
+        );
+        assert_eq!(windows.len(), 1);
+        let w = &windows[0];
+        assert_eq!(
+            w.samples.len(),
+            (5.5 * rate) as usize + 2 * PIECE_GAP_SAMPLES
+        );
+        // The window's first sample is the call's sample at 1.0 s.
+        assert_eq!(w.samples[0], 16_000.0);
+        assert!((w.start_to_call(0.5) - 1.5).abs() < 1e-9);
+        // 2.0-2.25 s is the gap: a start moves on to the second piece, an end back to the first.
+        assert!((w.start_to_call(2.1) - 10.0).abs() < 1e-9);
+        assert!((w.end_to_call(2.1) - 3.0).abs() < 1e-9);
+        assert!((w.start_to_call(2.35) - 10.1).abs() < 1e-9);
+        assert_eq!(w.piece_of(2.0, 2.1), 0);
+        assert_eq!(w.piece_of(2.2, 2.4), 1);
+        assert!((w.end_to_call(6.0) - 41.0).abs() < 1e-9);
+        // Past the end clamps to the last piece.
+        assert!((w.end_to_call(9.0) - 41.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn splits_when_full_and_cuts_long_segments() {
+        let samples = vec![0.0f32; 100 * 16_000];
+        let windows = pack(
+            1,
+            &samples,
+            &[seg(0.0, 20.0), seg(30.0, 45.0), seg(50.0, 95.0)],
+            MAX_WINDOW_SAMPLES,
+        );
+        let lens: Vec<f64> = windows.iter().map(Window::duration_s).collect();
+        assert_eq!(windows.len(), 4, "{lens:?}");
+        assert!(windows
+            .iter()
+            .all(|w| w.samples.len() <= MAX_WINDOW_SAMPLES && w.channel == 1));
+    }
+
+    proptest! {
+        #[test]
+        fn every_speech_sample_lands_in_exactly_one_window(
+            raw in proptest::collection::vec((0.0f64..5.0, 0.1f64..40.0), 0..20)
+        ) {
+            let mut t = 0.0;
+            let mut segments = Vec::new();
+            for (gap, len) in raw {
+                t += gap;
+                segments.push(seg(t, t + len));
+                t += len;
+            }
+            let samples: Vec<f32> = (0..((t + 1.0) * 16_000.0) as usize).map(|i| i as f32).collect();
+            let windows = pack(0, &samples, &segments, MAX_WINDOW_SAMPLES);
+            let total: usize = windows.iter().flat_map(|w| &w.pieces).map(|p| p.len).sum();
+            let expected: usize = segments.iter().map(|s| {
+                let a = ((s.start_s * 16_000.0).floor() as usize).min(samples.len());
+                let b = ((s.end_s * 16_000.0).ceil() as usize).min(samples.len());
+                b - a
+            }).sum();
+            prop_assert_eq!(total, expected);
+            for w in &windows {
+                prop_assert!(w.samples.len() <= MAX_WINDOW_SAMPLES);
+                for p in &w.pieces {
+                    // Samples are their own call index, so the mapping is checkable exactly.
+                    prop_assert_eq!(w.samples[p.window_start] as usize, p.call_start);
+                }
+            }
+        }
+    }
+}
