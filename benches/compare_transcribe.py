@@ -78,7 +78,14 @@ def main():
 
     from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 
-    items = load_items(args.manifests)
+    items = []
+    for entry in load_items(args.manifests):
+        # Only files every system can read, so all are timed and scored on the same set.
+        try:
+            decode_audio(entry["file"])
+            items.append(entry)
+        except Exception as e:  # noqa: BLE001 - PyAV raises many kinds
+            print(f"skipped (faster-whisper cannot decode it): {entry['file']}: {e!r}", file=sys.stderr)
     work = tempfile.mkdtemp(prefix="callpipe-bench-")
     manifest = os.path.join(work, "manifest.json")
     json.dump(items, open(manifest, "w"))

@@ -58,6 +58,10 @@ pub struct CallAudio {
     /// Duration of the decoded audio (what is actually there, not what the header claims).
     pub duration_s: f64,
     pub truncated: bool,
+    /// Both channels of a stereo file carry the same audio (a mono call stored as stereo): the
+    /// difference between them is more than 40 dB below the signal. Transcription then uses
+    /// one channel, as mixed speech, instead of transcribing the same words twice.
+    pub mirrored: bool,
     pub channels: Vec<ChannelAudio>,
 }
 
@@ -189,9 +193,22 @@ pub fn process(mut decoder: Decoder, opts: &FrontEndOptions) -> Result<CallAudio
         blocks.iter_mut().for_each(Vec::clear);
     };
 
+    // Energy of left, right and their difference, to spot stereo files with one signal twice.
+    let mut energy = [0.0f64; 3];
     while let Some(_frames) = decoder.next_into(&mut planes)? {
         for (block, plane) in blocks.iter_mut().zip(&planes) {
             block.extend_from_slice(plane);
+        }
+        if let [left, right] = planes.as_slice() {
+            let mut e = [0.0f32; 3];
+            for (&l, &r) in left.iter().zip(right) {
+                e[0] += l * l;
+                e[1] += r * r;
+                e[2] += (l - r) * (l - r);
+            }
+            for (total, part) in energy.iter_mut().zip(e) {
+                *total += part as f64;
+            }
         }
         if decoder.decoded_frames() > max_frames {
             return Err(too_long(decoder.decoded_frames() as f64 / rate as f64));
@@ -230,10 +247,13 @@ pub fn process(mut decoder: Decoder, opts: &FrontEndOptions) -> Result<CallAudio
         )
         .collect();
 
+    let signal = energy[0].max(energy[1]);
+    let mirrored = channel_count == 2 && signal > 0.0 && energy[2] < signal * 1e-2;
     Ok(CallAudio {
         info,
         duration_s: decoded as f64 / rate as f64,
         truncated: decoder.truncated(),
+        mirrored,
         channels,
     })
 }

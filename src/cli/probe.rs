@@ -43,6 +43,8 @@ struct ProbeReport {
     channels: Option<usize>,
     duration_s: Option<f64>,
     truncated: Option<bool>,
+    /// Both channels carry the same audio; transcription treats it as mono.
+    mirrored: Option<bool>,
     error: Option<String>,
     tracks: Vec<TrackReport>,
 }
@@ -70,6 +72,7 @@ impl ProbeReport {
                 channels: Some(call.info.channels),
                 duration_s: Some(ms(call.duration_s)),
                 truncated: Some(call.truncated),
+                mirrored: Some(call.mirrored),
                 error: None,
                 tracks: call
                     .channels
@@ -94,6 +97,7 @@ impl ProbeReport {
                 channels: None,
                 duration_s: None,
                 truncated: None,
+                mirrored: None,
                 error: Some(err.to_string()),
                 tracks: Vec::new(),
             },

@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt as _};
 use serde::Serialize;
 
 use callpipe_common::transcript::Transcript;
-use callpipe_common::SpeechSegment;
+use callpipe_common::{Role, SpeechSegment};
 use callpipe_ingest::{FrontEndOptions, RawFormat};
 use callpipe_transcribe::model::ModelStore;
 use callpipe_transcribe::{ChannelSpeech, Engine, Transcriber};
@@ -139,12 +139,15 @@ impl Asr {
             .map_err(|e| e.to_string())?;
         let vad = self.front_end.vad.is_some();
         let duration_s = call.duration_s;
+        let mirrored = call.mirrored;
         let channels: Vec<ChannelSpeech> = call
             .channels
             .into_iter()
+            // The same audio on both channels is one mixed channel, transcribed once.
+            .take(if mirrored { 1 } else { usize::MAX })
             .map(|c| ChannelSpeech {
                 channel: c.channel,
-                role: c.role,
+                role: if mirrored { Role::Mixed } else { c.role },
                 segments: if vad {
                     c.segments
                 } else {

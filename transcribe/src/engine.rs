@@ -260,6 +260,7 @@ impl Engine {
                 .map(|(&frames, &i)| frames.min(content[i] - seeks[i]))
                 .collect();
             let per_item = mel.n_mels() * WINDOW_FRAMES;
+            let t_encode = std::time::Instant::now();
             let encoded = {
                 let view = StorageView::new(
                     &[active.len(), mel.n_mels(), WINDOW_FRAMES],
@@ -270,6 +271,8 @@ impl Engine {
                 self.whisper.encode(&view, false).map_err(inference)?
             };
 
+            let encode_s = t_encode.elapsed().as_secs_f64();
+            let t_generate = std::time::Instant::now();
             let prompts = vec![sot_sequence.clone(); active.len()];
             let first = self
                 .whisper
@@ -286,8 +289,11 @@ impl Engine {
             for (k, (&i, result)) in active.iter().zip(first).enumerate() {
                 let mut decoded = self.score(result, 0.0);
                 if self.needs_fallback(&decoded) {
+                    // A batch of one already has this window's encoder output; a larger batch's
+                    // output cannot be sliced, so the window is encoded again on its own.
+                    let reuse = (active.len() == 1).then_some(&encoded);
                     let item = &mut features[k * per_item..(k + 1) * per_item];
-                    decoded = self.fallback(item, mel.n_mels(), &sot_sequence, decoded)?;
+                    decoded = self.fallback(item, mel.n_mels(), &sot_sequence, decoded, reuse)?;
                 }
                 let size = sizes[k];
                 if decoded.no_speech_prob > self.config.no_speech_threshold
@@ -316,9 +322,18 @@ impl Engine {
                 pass_segments.push(segments);
             }
 
+            let generate_s = t_generate.elapsed().as_secs_f64();
+            let t_align = std::time::Instant::now();
             if self.config.word_timestamps {
                 self.add_word_timestamps(&encoded, &sot_ids, &sizes, &offsets, &mut pass_segments)?;
             }
+            tracing::debug!(
+                batch = active.len(),
+                encode_s,
+                generate_s,
+                align_s = t_align.elapsed().as_secs_f64(),
+                "pass timings"
+            );
             for (k, (&i, segments)) in active.iter().zip(pass_segments).enumerate() {
                 let (mut advance, claims_done, last_ts) = advances[k];
                 if let (true, Some(last_ts)) = (claims_done, last_ts) {
@@ -461,15 +476,23 @@ impl Engine {
         n_mels: usize,
         sot_sequence: &[String],
         first: Decoded,
+        encoded: Option<&StorageView<'static>>,
     ) -> Result<Decoded, EngineError> {
         let mut tried = vec![first];
-        let view = StorageView::new(&[1, n_mels, WINDOW_FRAMES], item, Default::default())
-            .map_err(inference)?;
-        let encoded = self.whisper.encode(&view, false).map_err(inference)?;
+        let own;
+        let encoded = match encoded {
+            Some(e) => e,
+            None => {
+                let view = StorageView::new(&[1, n_mels, WINDOW_FRAMES], item, Default::default())
+                    .map_err(inference)?;
+                own = self.whisper.encode(&view, false).map_err(inference)?;
+                &own
+            }
+        };
         for &t in self.config.temperatures.iter().filter(|&&t| t > 0.0) {
             let result = self
                 .whisper
-                .generate(&encoded, &[sot_sequence.to_vec()], &self.options(t))
+                .generate(encoded, &[sot_sequence.to_vec()], &self.options(t))
                 .map_err(inference)?
                 .into_iter()
                 .next()

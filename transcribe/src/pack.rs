@@ -1,4 +1,4 @@
-//! Packing a channel's speech segments into encoder windows, and mapping times back.
+//! Packing speech segments into encoder windows, and mapping times back.
 //!
 //! Whisper always encodes 30 s. A call is mostly silence on each channel, so instead of
 //! sliding over the whole channel, the speech segments the front end found are laid end to end
@@ -17,9 +17,10 @@ pub const MAX_WINDOW_SAMPLES: usize = WINDOW_SAMPLES - HOP;
 /// and start the next, so its timestamps fall on the right side of the seam.
 pub const PIECE_GAP_SAMPLES: usize = crate::SAMPLE_RATE as usize / 4;
 
-/// A contiguous stretch of the call inside a window.
+/// A contiguous stretch of one channel of the call inside a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Piece {
+    pub channel: usize,
     /// Where the piece starts inside the window, in samples.
     pub window_start: usize,
     /// Where it starts in the channel, in samples.
@@ -27,10 +28,9 @@ pub struct Piece {
     pub len: usize,
 }
 
-/// Up to 30 s of one channel's speech, ready for the encoder.
-#[derive(Debug, Clone, PartialEq)]
+/// Up to 30 s of a call's speech, ready for the encoder.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Window {
-    pub channel: usize,
     pub samples: Vec<f32>,
     pub pieces: Vec<Piece>,
 }
@@ -77,6 +77,16 @@ impl Window {
             .unwrap_or(self.pieces.len().saturating_sub(1))
     }
 
+    /// The channel of the piece where window time `t` falls (or the next piece, in a gap).
+    pub fn channel_at(&self, t: f64) -> usize {
+        let sample = to_samples(t);
+        self.pieces
+            .iter()
+            .find(|p| p.window_start + p.len > sample)
+            .or(self.pieces.last())
+            .map_or(0, |p| p.channel)
+    }
+
     /// Maps window time `t` to the call's timeline within piece `index`, clamped to it.
     pub fn to_call_in(&self, index: usize, t: f64) -> f64 {
         let Some(p) = self.pieces.get(index) else {
@@ -113,11 +123,7 @@ pub fn pack(
     let max_samples = max_samples.clamp(HOP, MAX_WINDOW_SAMPLES);
     let rate = crate::SAMPLE_RATE as f64;
     let mut windows = Vec::new();
-    let mut current = Window {
-        channel,
-        samples: Vec::new(),
-        pieces: Vec::new(),
-    };
+    let mut current = Window::default();
     for segment in segments {
         let start = ((segment.start_s * rate).floor().max(0.0) as usize).min(samples.len());
         let end = ((segment.end_s * rate).ceil().max(0.0) as usize).min(samples.len());
@@ -131,18 +137,12 @@ pub fn pack(
             let room = max_samples.saturating_sub(current.samples.len() + gap);
             let len = (end - at).min(max_samples);
             if len > room {
-                windows.push(std::mem::replace(
-                    &mut current,
-                    Window {
-                        channel,
-                        samples: Vec::new(),
-                        pieces: Vec::new(),
-                    },
-                ));
+                windows.push(std::mem::take(&mut current));
                 continue;
             }
             current.samples.resize(current.samples.len() + gap, 0.0);
             current.pieces.push(Piece {
+                channel,
                 window_start: current.samples.len(),
                 call_start: at,
                 len,
@@ -155,6 +155,34 @@ pub fn pack(
         windows.push(current);
     }
     windows
+}
+
+/// Merges windows that are not full (typically each channel's last one) into shared windows,
+/// largest first, so a call costs fewer encoder passes. Pieces keep their channel, so results
+/// still map back to the right party; this needs word timings to split a segment that spans
+/// two pieces.
+pub fn merge_partial(mut windows: Vec<Window>, max_samples: usize) -> Vec<Window> {
+    let max_samples = max_samples.clamp(HOP, MAX_WINDOW_SAMPLES);
+    windows.sort_by_key(|w| std::cmp::Reverse(w.samples.len()));
+    let mut out: Vec<Window> = Vec::with_capacity(windows.len());
+    for w in windows {
+        let fits = out
+            .iter_mut()
+            .find(|o| o.samples.len() + PIECE_GAP_SAMPLES + w.samples.len() <= max_samples);
+        match fits {
+            Some(o) => {
+                o.samples.resize(o.samples.len() + PIECE_GAP_SAMPLES, 0.0);
+                let shift = o.samples.len();
+                o.samples.extend_from_slice(&w.samples);
+                o.pieces.extend(w.pieces.into_iter().map(|p| Piece {
+                    window_start: p.window_start + shift,
+                    ..p
+                }));
+            }
+            None => out.push(w),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -210,6 +238,25 @@ mod tests {
         assert!(windows
             .iter()
             .all(|w| w.samples.len() <= MAX_WINDOW_SAMPLES && w.channel == 1));
+    }
+
+    #[test]
+    fn partial_windows_of_two_channels_share_one() {
+        let samples: Vec<f32> = (0..60 * 16_000).map(|i| i as f32).collect();
+        let left = pack(0, &samples, &[seg(1.0, 5.0), seg(20.0, 24.0)], MAX_WINDOW_SAMPLES);
+        let right = pack(1, &samples, &[seg(6.0, 12.0)], MAX_WINDOW_SAMPLES);
+        let merged = merge_partial(left.into_iter().chain(right).collect(), MAX_WINDOW_SAMPLES);
+        assert_eq!(merged.len(), 1);
+        let w = &merged[0];
+        let channels: Vec<usize> = w.pieces.iter().map(|p| p.channel).collect();
+        assert_eq!(channels, [0, 0, 1]);
+        for p in &w.pieces {
+            assert_eq!(w.samples[p.window_start] as usize, p.call_start);
+        }
+        // Two full windows stay apart.
+        let long = pack(0, &samples, &[seg(0.0, 29.0)], MAX_WINDOW_SAMPLES);
+        let other = pack(1, &samples, &[seg(30.0, 59.0)], MAX_WINDOW_SAMPLES);
+        assert_eq!(merge_partial(long.into_iter().chain(other).collect(), MAX_WINDOW_SAMPLES).len(), 2);
     }
 
     proptest! {

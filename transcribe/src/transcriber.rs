@@ -10,6 +10,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -17,7 +18,7 @@ use callpipe_common::transcript::{ChannelTranscript, Segment, Transcript, Word};
 use callpipe_common::{Role, SpeechSegment};
 
 use crate::engine::{BatchItem, Engine, EngineError, RawSegment};
-use crate::pack::{pack, Window, MAX_WINDOW_SAMPLES};
+use crate::pack::{merge_partial, pack, Window, MAX_WINDOW_SAMPLES};
 
 /// Windows sampled across a call to detect its language (multilingual models only).
 const LANGUAGE_SAMPLE_WINDOWS: usize = 6;
@@ -45,6 +46,8 @@ pub struct Transcriber {
     engine: Arc<Engine>,
     model_name: String,
     jobs: Option<SyncSender<Job>>,
+    /// Windows waiting in the queue, so a worker takes no more than its fair share.
+    queued: Arc<AtomicUsize>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -66,13 +69,20 @@ impl Transcriber {
         // Enough queued windows to refill every worker's next batch while it decodes.
         let (tx, rx) = mpsc::sync_channel::<Job>(workers_n * batch * 2);
         let rx = Arc::new(Mutex::new(rx));
+        let queued = Arc::new(AtomicUsize::new(0));
         let workers = (0..workers_n)
             .map(|n| {
                 let engine = Arc::clone(&engine);
                 let rx = Arc::clone(&rx);
+                let queued = Arc::clone(&queued);
+                let share = Share {
+                    batch_size: batch,
+                    workers: workers_n,
+                    queued,
+                };
                 std::thread::Builder::new()
                     .name(format!("callpipe-asr-{n}"))
-                    .spawn(move || worker(&engine, &rx, batch))
+                    .spawn(move || worker(&engine, &rx, &share))
                     .expect("spawning an engine worker thread")
             })
             .collect();
@@ -80,6 +90,7 @@ impl Transcriber {
             engine,
             model_name: model_name.into(),
             jobs: Some(tx),
+            queued,
             workers,
         }
     }
@@ -91,11 +102,16 @@ impl Transcriber {
     /// Transcribes one call. Blocks until it is done; call it from a blocking thread. Several
     /// calls transcribed at once share the workers, and their windows are batched together.
     pub fn transcribe(&self, channels: &[ChannelSpeech]) -> Result<Transcript, EngineError> {
-        let windows: Vec<Arc<Window>> = channels
+        let mut windows: Vec<Window> = channels
             .iter()
             .flat_map(|c| pack(c.channel, &c.samples, &c.segments, MAX_WINDOW_SAMPLES))
-            .map(Arc::new)
             .collect();
+        if self.engine.config().word_timestamps {
+            // Word timings split any segment that crosses from one party's piece to the
+            // other's, so the channels' partial windows can share encoder passes.
+            windows = merge_partial(windows, MAX_WINDOW_SAMPLES);
+        }
+        let windows: Vec<Arc<Window>> = windows.into_iter().map(Arc::new).collect();
 
         let (language, language_probability) = match self.engine.fixed_language() {
             Some(code) => (code, 1.0),
@@ -111,8 +127,11 @@ impl Transcriber {
                 language: Some(language.clone()),
                 reply: reply.clone(),
             };
-            jobs.send(job)
-                .map_err(|_| EngineError::Inference("the engine workers have stopped".into()))?;
+            self.queued.fetch_add(1, Ordering::SeqCst);
+            if jobs.send(job).is_err() {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                return Err(EngineError::Inference("the engine workers have stopped".into()));
+            }
         }
         drop(reply);
 
@@ -133,11 +152,12 @@ impl Transcriber {
             })
             .collect();
         for (window, segments) in windows.iter().zip(decoded) {
-            let Some(channel) = out.iter_mut().find(|c| c.channel == window.channel) else {
-                continue;
-            };
             for raw in segments.unwrap_or_default() {
-                channel.segments.extend(to_call_time(window, raw));
+                for (channel, segment) in to_call_time(window, raw) {
+                    if let Some(c) = out.iter_mut().find(|c| c.channel == channel) {
+                        c.segments.push(segment);
+                    }
+                }
             }
         }
         for channel in &mut out {
@@ -176,12 +196,30 @@ impl Drop for Transcriber {
     }
 }
 
+/// How big a batch a worker may take.
+struct Share {
+    batch_size: usize,
+    workers: usize,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Share {
+    /// At most `batch_size`, and at most an even split of what is queued, so the last
+    /// windows of a run are not stuck behind one worker's big batch while the others idle.
+    fn limit(&self) -> usize {
+        let queued = self.queued.load(Ordering::SeqCst);
+        self.batch_size
+            .min((queued + 1).div_ceil(self.workers))
+            .max(1)
+    }
+}
+
 /// A worker: takes a batch of jobs of one language, decodes it, replies to each job.
-fn worker(engine: &Engine, queue: &Mutex<Receiver<Job>>, batch_size: usize) {
+fn worker(engine: &Engine, queue: &Mutex<Receiver<Job>>, share: &Share) {
     let mut mel = engine.log_mel();
     let mut held: Option<Job> = None;
     loop {
-        let mut batch: Vec<Job> = Vec::with_capacity(batch_size);
+        let mut batch: Vec<Job> = Vec::with_capacity(share.batch_size);
         if let Some(job) = held.take() {
             batch.push(job);
         }
@@ -189,15 +227,23 @@ fn worker(engine: &Engine, queue: &Mutex<Receiver<Job>>, batch_size: usize) {
             let Ok(rx) = queue.lock() else { return };
             if batch.is_empty() {
                 match rx.recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => {
+                        share.queued.fetch_sub(1, Ordering::SeqCst);
+                        batch.push(job);
+                    }
                     Err(_) => return,
                 }
             }
             // Fill the batch with whatever is already queued; never wait for more.
-            while batch.len() < batch_size {
+            let limit = share.limit();
+            while batch.len() < limit {
                 match rx.try_recv() {
-                    Ok(job) if job.language == batch[0].language => batch.push(job),
+                    Ok(job) if job.language == batch[0].language => {
+                        share.queued.fetch_sub(1, Ordering::SeqCst);
+                        batch.push(job);
+                    }
                     Ok(job) => {
+                        share.queued.fetch_sub(1, Ordering::SeqCst);
                         held = Some(job);
                         break;
                     }
@@ -253,9 +299,10 @@ fn worker(engine: &Engine, queue: &Mutex<Receiver<Job>>, batch_size: usize) {
 /// Moves a segment and its words from window time to the call's timeline.
 ///
 /// With word timings, a segment whose words fall in different pieces of the window (separate
-/// utterances, perhaps minutes apart in the call) is split at the seam, and each part spans
-/// exactly its words. Without them, its ends are mapped on their own.
-fn to_call_time(window: &Window, raw: RawSegment) -> Vec<Segment> {
+/// utterances, perhaps minutes apart or on the other channel) is split at the seam, and each
+/// part spans exactly its words and goes to its piece's channel. Without them, its ends are
+/// mapped on their own and it goes to the channel where it starts.
+fn to_call_time(window: &Window, raw: RawSegment) -> Vec<(usize, Segment)> {
     let make = |start_s: f64, end_s: f64, text: String, words: Vec<Word>| Segment {
         start_s: round_ms(start_s),
         end_s: round_ms(end_s.max(start_s)),
@@ -267,15 +314,17 @@ fn to_call_time(window: &Window, raw: RawSegment) -> Vec<Segment> {
     if raw.words.is_empty() {
         let start = window.start_to_call(raw.start);
         let end = window.end_to_call(raw.end);
-        return vec![make(start, end, raw.text.trim().to_owned(), Vec::new())];
+        let channel = window.channel_at(raw.start);
+        return vec![(channel, make(start, end, raw.text.trim().to_owned(), Vec::new()))];
     }
     let mut out = Vec::new();
     let mut group: Vec<Word> = Vec::new();
-    let mut group_piece = None;
+    let mut group_piece: Option<usize> = None;
     for w in &raw.words {
         let piece = window.piece_of(w.start, w.end);
-        if group_piece.is_some_and(|p| p != piece) {
-            out.push(group_segment(std::mem::take(&mut group), &make));
+        if let Some(previous) = group_piece.filter(|&p| p != piece) {
+            let channel = window.pieces[previous].channel;
+            out.push((channel, group_segment(std::mem::take(&mut group), &make)));
         }
         group_piece = Some(piece);
         let start = window.to_call_in(piece, w.start);
@@ -287,8 +336,8 @@ fn to_call_time(window: &Window, raw: RawSegment) -> Vec<Segment> {
             probability: w.probability,
         });
     }
-    if !group.is_empty() {
-        out.push(group_segment(group, &make));
+    if let Some(last) = group_piece.filter(|_| !group.is_empty()) {
+        out.push((window.pieces[last].channel, group_segment(group, &make)));
     }
     out
 }
