@@ -36,7 +36,7 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N")]
     batch_size: Option<usize>,
 
-    /// Beam width; 1 = greedy [config: transcribe.beam_size].
+    /// Beam width at temperature 0; 1 = greedy [config: transcribe.beam_size, default 5].
     #[arg(long, value_name = "N")]
     beam_size: Option<usize>,
 

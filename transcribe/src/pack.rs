@@ -237,13 +237,19 @@ mod tests {
         assert_eq!(windows.len(), 4, "{lens:?}");
         assert!(windows
             .iter()
-            .all(|w| w.samples.len() <= MAX_WINDOW_SAMPLES && w.channel == 1));
+            .all(|w| w.samples.len() <= MAX_WINDOW_SAMPLES
+                && w.pieces.iter().all(|p| p.channel == 1)));
     }
 
     #[test]
     fn partial_windows_of_two_channels_share_one() {
         let samples: Vec<f32> = (0..60 * 16_000).map(|i| i as f32).collect();
-        let left = pack(0, &samples, &[seg(1.0, 5.0), seg(20.0, 24.0)], MAX_WINDOW_SAMPLES);
+        let left = pack(
+            0,
+            &samples,
+            &[seg(1.0, 5.0), seg(20.0, 24.0)],
+            MAX_WINDOW_SAMPLES,
+        );
         let right = pack(1, &samples, &[seg(6.0, 12.0)], MAX_WINDOW_SAMPLES);
         let merged = merge_partial(left.into_iter().chain(right).collect(), MAX_WINDOW_SAMPLES);
         assert_eq!(merged.len(), 1);
@@ -256,7 +262,10 @@ mod tests {
         // Two full windows stay apart.
         let long = pack(0, &samples, &[seg(0.0, 29.0)], MAX_WINDOW_SAMPLES);
         let other = pack(1, &samples, &[seg(30.0, 59.0)], MAX_WINDOW_SAMPLES);
-        assert_eq!(merge_partial(long.into_iter().chain(other).collect(), MAX_WINDOW_SAMPLES).len(), 2);
+        assert_eq!(
+            merge_partial(long.into_iter().chain(other).collect(), MAX_WINDOW_SAMPLES).len(),
+            2
+        );
     }
 
     proptest! {

@@ -9,8 +9,8 @@
 //! run on the async runtime.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -130,7 +130,9 @@ impl Transcriber {
             self.queued.fetch_add(1, Ordering::SeqCst);
             if jobs.send(job).is_err() {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
-                return Err(EngineError::Inference("the engine workers have stopped".into()));
+                return Err(EngineError::Inference(
+                    "the engine workers have stopped".into(),
+                ));
             }
         }
         drop(reply);
@@ -315,7 +317,10 @@ fn to_call_time(window: &Window, raw: RawSegment) -> Vec<(usize, Segment)> {
         let start = window.start_to_call(raw.start);
         let end = window.end_to_call(raw.end);
         let channel = window.channel_at(raw.start);
-        return vec![(channel, make(start, end, raw.text.trim().to_owned(), Vec::new()))];
+        return vec![(
+            channel,
+            make(start, end, raw.text.trim().to_owned(), Vec::new()),
+        )];
     }
     let mut out = Vec::new();
     let mut group: Vec<Word> = Vec::new();
