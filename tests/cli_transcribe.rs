@@ -177,3 +177,55 @@ fn eval_reports_wer_per_file_and_overall() {
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["wer"].as_f64().unwrap(), 0.0, "{stdout}");
 }
+
+#[test]
+fn model_and_engine_problems_are_clear_errors() {
+    let call = fixtures().join("calls/call_00.wav");
+    let run = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut cmd = callpipe();
+        cmd.arg("transcribe").args(args).arg(&call);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let output = cmd.output().unwrap();
+        assert!(!output.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    };
+    let err = run(&["--model", "/nonexistent/whisper"], None);
+    assert!(
+        err.contains("/nonexistent/whisper") && err.contains("missing"),
+        "{err}"
+    );
+    let err = run(&["--model", "no-such-model"], None);
+    assert!(
+        err.contains("no-such-model") && err.contains("not installed"),
+        "{err}"
+    );
+    let err = run(&["--compute-type", "int4"], None);
+    assert!(err.contains("int4"), "{err}");
+    let err = run(&[], Some(("CALLPIPE_TRANSCRIBE__DEVICE", "cuda")));
+    assert!(err.contains("cuda"), "{err}");
+
+    // A model whose weights were cut short: the error names model.bin.
+    let dir = tempfile::tempdir().unwrap();
+    let store = callpipe_transcribe::model::ModelStore::default_root().join("whisper-tiny.en");
+    for entry in std::fs::read_dir(&store).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let bin = dir.path().join("model.bin");
+    let len = std::fs::metadata(&bin).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bin)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let err = run(&["--model", dir.path().to_str().unwrap()], None);
+    assert!(
+        err.contains("model.bin") && err.contains("truncated"),
+        "{err}"
+    );
+}

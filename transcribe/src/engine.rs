@@ -115,6 +115,14 @@ impl Engine {
         config: &TranscribeConfig,
         replicas: usize,
     ) -> Result<Self, EngineError> {
+        if config.device == Device::Cuda && !cfg!(feature = "cuda") {
+            return Err(EngineError::Load {
+                path: dir.to_owned(),
+                reason: "transcribe.device is `cuda`, but this binary was built without the \
+                         `cuda` feature (cargo build --release --features cuda)"
+                    .into(),
+            });
+        }
         let info = model::validate(dir)?;
         let tokenizer = Tokenizer::load(dir, info.multilingual)?;
         let replicas = replicas.max(1);
