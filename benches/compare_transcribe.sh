@@ -25,15 +25,9 @@ while [ $# -gt 0 ]; do
 done
 
 ensure_build_deps
-apt_install espeak-ng sox python3-venv
-venv="$HOME/.cache/callpipe/venv"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -c "import faster_whisper" 2>/dev/null || "$venv/bin/pip" install -q faster-whisper
-
-data="$HOME/.cache/callpipe/bench-calls/${calls}x${minutes}min"
-if [ ! -f "$data/manifest.json" ]; then
-    python3 scripts/make_call.py --out "$data" --calls "$calls" --minutes "$minutes" --seed 42
-fi
+ensure_bench_env
+venv="$BENCH_VENV"
+data="$(bench_calls "$calls" "$minutes")"
 
 cargo build --release --locked
 "$CALLPIPE_BIN" model install

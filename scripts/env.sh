@@ -45,3 +45,24 @@ ensure_build_deps() {
     apt_install build-essential cmake pkg-config ca-certificates clang libclang-dev libgomp1
     ensure_rust
 }
+
+# For the peer benchmarks: faster-whisper in a venv under ~/.cache/callpipe (sets $BENCH_VENV)
+# and espeak-ng + sox for synthetic calls.
+ensure_bench_env() {
+    apt_install espeak-ng sox python3-venv "$@"
+    BENCH_VENV="$HOME/.cache/callpipe/venv"
+    [ -x "$BENCH_VENV/bin/python" ] || python3 -m venv "$BENCH_VENV"
+    "$BENCH_VENV/bin/python" -c "import faster_whisper" 2>/dev/null \
+        || "$BENCH_VENV/bin/pip" install -q faster-whisper
+}
+
+# Makes (once, cached) N synthetic stereo calls of about M minutes; prints their folder.
+bench_calls() {
+    local calls="$1" minutes="$2"
+    local data="$HOME/.cache/callpipe/bench-calls/${calls}x${minutes}min"
+    if [ ! -f "$data/manifest.json" ]; then
+        python3 "$CALLPIPE_ROOT/scripts/make_call.py" --out "$data" --calls "$calls" \
+            --minutes "$minutes" --seed 42 >&2
+    fi
+    echo "$data"
+}

@@ -16,6 +16,17 @@ fn callpipe() -> Command {
     cmd
 }
 
+/// Runs callpipe with `args` and `file`, expects success, returns stdout.
+fn run_ok(args: &[&str], file: PathBuf) -> String {
+    let output = callpipe().args(args).arg(file).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 #[test]
 fn transcribe_json_has_roles_segments_and_words() {
     let call = fixtures().join("calls/call_00.wav");
@@ -85,17 +96,10 @@ fn transcribe_json_has_roles_segments_and_words() {
 
 #[test]
 fn transcribe_text_lists_turns_with_roles() {
-    let output = callpipe()
-        .args(["transcribe", "--no-words"])
-        .arg(fixtures().join("calls/call_00.wav"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = run_ok(
+        &["transcribe", "--no-words"],
+        fixtures().join("calls/call_00.wav"),
     );
-    let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].contains("call_00.wav") && lines[0].contains("en"),
@@ -117,17 +121,7 @@ fn transcribe_text_lists_turns_with_roles() {
 
 #[test]
 fn eval_reports_wer_per_file_and_overall() {
-    let output = callpipe()
-        .args(["eval", "--json"])
-        .arg(fixtures().join("calls/manifest.json"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stdout = run_ok(&["eval", "--json"], fixtures().join("calls/manifest.json"));
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

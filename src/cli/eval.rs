@@ -45,6 +45,31 @@ struct Entry {
     channel_references: Option<std::collections::BTreeMap<String, String>>,
 }
 
+impl Entry {
+    /// Reference words after normalisation, all channels together.
+    fn reference_words(&self) -> usize {
+        match (&self.channel_references, &self.reference) {
+            (Some(refs), _) => refs.values().map(|r| wer::normalize(r).len()).sum(),
+            (None, Some(r)) => wer::normalize(r).len(),
+            _ => 0,
+        }
+    }
+
+    /// The score of a file that could not be transcribed: every reference word missed.
+    fn failed(&self, error: String) -> FileScore {
+        let reference_words = self.reference_words();
+        FileScore {
+            file: self.file.clone(),
+            wer: None,
+            reference_words,
+            edits: reference_words,
+            audio_s: 0.0,
+            hypothesis: String::new(),
+            error: Some(error),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct FileScore {
     file: String,
@@ -225,20 +250,8 @@ fn score_given(entry: Entry, hyp: Option<serde_json::Value>) -> FileScore {
         _ => String::new(),
     };
     let Some(hyp) = hyp else {
-        let reference_words = match (&entry.channel_references, &entry.reference) {
-            (Some(refs), _) => refs.values().map(|r| wer::normalize(r).len()).sum(),
-            (None, Some(r)) => wer::normalize(r).len(),
-            _ => 0,
-        };
-        return FileScore {
-            file: entry.file.clone(),
-            wer: None,
-            reference_words,
-            edits: reference_words,
-            audio_s: 0.0,
-            hypothesis: String::new(),
-            error: Some(format!("{}: no transcript given", entry.file)),
-        };
+        let error = format!("{}: no transcript given", entry.file);
+        return entry.failed(error);
     };
     let errors = match (&entry.channel_references, &entry.reference) {
         (Some(refs), _) => {
@@ -264,26 +277,11 @@ fn score_given(entry: Entry, hyp: Option<serde_json::Value>) -> FileScore {
 }
 
 fn score(entry: Entry, result: Result<super::transcribe::FileTranscript, String>) -> FileScore {
-    let file = entry.file.clone();
-    let failed = |error: String, reference_words: usize| FileScore {
-        file: file.clone(),
-        wer: None,
-        reference_words,
-        // A file that fails counts as every reference word missed.
-        edits: reference_words,
-        audio_s: 0.0,
-        hypothesis: String::new(),
-        error: Some(error),
-    };
-    let reference_words = |e: &Entry| match (&e.channel_references, &e.reference) {
-        (Some(refs), _) => refs.values().map(|r| wer::normalize(r).len()).sum(),
-        (None, Some(r)) => wer::normalize(r).len(),
-        _ => 0,
-    };
     let ft = match result {
         Ok(ft) => ft,
-        Err(e) => return failed(e, reference_words(&entry)),
+        Err(e) => return entry.failed(e),
     };
+    let file = entry.file.clone();
     let t = &ft.transcript;
     let (errors, hypothesis) = match (&entry.channel_references, &entry.reference) {
         (Some(refs), _) => {
