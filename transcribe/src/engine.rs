@@ -30,6 +30,8 @@ const INPUT_STRIDE: usize = 2;
 const TOKENS_PER_SECOND: f64 = 50.0;
 /// Speech that starts this soon (frames) after the last timestamp counts as transcribed.
 const RESUME_MARGIN_FRAMES: usize = 50;
+/// Least a pass that produced no text moves the seek (1 s).
+const MIN_EMPTY_ADVANCE_FRAMES: usize = 100;
 /// The decoder's context; prompts plus output must fit.
 const MAX_LENGTH: usize = 448;
 /// Punctuation Whisper's word timing glues to the next or the previous word.
@@ -312,7 +314,13 @@ impl Engine {
                     pass_segments.push(Vec::new());
                     continue;
                 }
-                let (segments, advance) = self.split_segments(&decoded, offsets[k], size);
+                let (segments, mut advance) = self.split_segments(&decoded, offsets[k], size);
+                if segments.is_empty() {
+                    // Nothing usable came out (say, a bare pair of timestamps at the start):
+                    // move on by at least a second, or a noisy window could take hundreds of
+                    // one-frame passes.
+                    advance = advance.max(MIN_EMPTY_ADVANCE_FRAMES.min(size));
+                }
                 tracing::debug!(
                     window = i,
                     seek = seeks[i],
