@@ -121,10 +121,11 @@ impl Asr {
         })
     }
 
-    /// Calls worth having in flight: enough to fill every replica's batches.
+    /// Calls in flight at once. Each holds its 16 kHz audio (about 230 MB per channel-hour),
+    /// so this stays small; a call gives several windows, so a few calls keep every replica's
+    /// batches full.
     pub fn in_flight(&self) -> usize {
-        let engine = self.transcriber.engine();
-        (engine.replicas() * engine.config().batch_size * 2).max(2)
+        self.transcriber.engine().replicas() + 1
     }
 
     /// Front end then transcription for one file.
