@@ -63,6 +63,9 @@ fn inference(e: impl std::fmt::Display) -> EngineError {
 pub struct BatchItem<'a> {
     pub samples: &'a [f32],
     pub piece_starts: &'a [usize],
+    /// Align words even when word timestamps are off: the window mixes channels, and only
+    /// words can split a segment at the seam between them.
+    pub needs_words: bool,
 }
 
 /// A word, in seconds from the start of its window.
@@ -340,7 +343,7 @@ impl Engine {
 
             let generate_s = t_generate.elapsed().as_secs_f64();
             let t_align = std::time::Instant::now();
-            if self.config.word_timestamps {
+            if self.config.word_timestamps || active.iter().any(|&i| windows[i].needs_words) {
                 self.add_word_timestamps(&encoded, &sot_ids, &sizes, &offsets, &mut pass_segments)?;
             }
             tracing::debug!(

@@ -106,11 +106,10 @@ impl Transcriber {
             .iter()
             .flat_map(|c| pack(c.channel, &c.samples, &c.segments, MAX_WINDOW_SAMPLES))
             .collect();
-        if self.engine.config().word_timestamps {
-            // Word timings split any segment that crosses from one party's piece to the
-            // other's, so the channels' partial windows can share encoder passes.
-            windows = merge_partial(windows, MAX_WINDOW_SAMPLES);
-        }
+        // The channels' partial windows share encoder passes. Word timings split any segment
+        // that crosses from one party's piece to the other's; a shared window is aligned for
+        // that even when word timestamps are off.
+        windows = merge_partial(windows, MAX_WINDOW_SAMPLES);
         let windows: Vec<Arc<Window>> = windows.into_iter().map(Arc::new).collect();
 
         let (language, language_probability) = match self.engine.fixed_language() {
@@ -153,9 +152,13 @@ impl Transcriber {
                 segments: Vec::new(),
             })
             .collect();
+        let keep_words = self.engine.config().word_timestamps;
         for (window, segments) in windows.iter().zip(decoded) {
             for raw in segments.unwrap_or_default() {
-                for (channel, segment) in to_call_time(window, raw) {
+                for (channel, mut segment) in to_call_time(window, raw) {
+                    if !keep_words {
+                        segment.words.clear();
+                    }
                     if let Some(c) = out.iter_mut().find(|c| c.channel == channel) {
                         c.segments.push(segment);
                     }
@@ -263,6 +266,11 @@ fn worker(engine: &Engine, queue: &Mutex<Receiver<Job>>, share: &Share) {
             .map(|(j, piece_starts)| BatchItem {
                 samples: &j.window.samples,
                 piece_starts,
+                needs_words: j
+                    .window
+                    .pieces
+                    .windows(2)
+                    .any(|p| p[0].channel != p[1].channel),
             })
             .collect();
         let language = batch[0].language.as_deref();
