@@ -86,7 +86,6 @@ pub struct RawSegment {
     pub tokens: Vec<usize>,
     pub avg_logprob: f32,
     pub no_speech_prob: f32,
-    pub temperature: f32,
     pub words: Vec<RawWord>,
 }
 
@@ -177,10 +176,6 @@ impl Engine {
         &self.config
     }
 
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
     /// A log-mel extractor with this model's bin count, one per worker thread.
     pub fn log_mel(&self) -> LogMel {
         LogMel::new(self.info.n_mels as usize)
@@ -251,7 +246,7 @@ impl Engine {
         let sot_sequence = self.sot_sequence(language)?;
         let sot_ids: Vec<usize> = sot_sequence
             .iter()
-            .filter_map(|t| self.token_id(t))
+            .filter_map(|t| self.tokenizer.id(t))
             .collect();
         let content: Vec<usize> = windows.iter().map(|w| w.samples.len() / HOP).collect();
         let mut seeks = vec![0usize; windows.len()];
@@ -428,10 +423,6 @@ impl Engine {
         Ok(seq)
     }
 
-    fn token_id(&self, token: &str) -> Option<usize> {
-        (0..self.tokenizer.len()).find(|&i| self.tokenizer.token(i) == token)
-    }
-
     fn options(&self, temperature: f32) -> WhisperOptions {
         let mut o = WhisperOptions {
             beam_size: self.config.beam_size,
@@ -561,7 +552,6 @@ impl Engine {
             tokens: slice.to_vec(),
             avg_logprob: d.avg_logprob,
             no_speech_prob: d.no_speech_prob,
-            temperature: d.temperature,
             words: Vec::new(),
         };
         let position = |t: usize| (t - tok.timestamp_begin) as f64 * TIME_PRECISION;

@@ -199,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn filters_are_sparse_triangles_with_slaney_area() {
+    fn filters_are_non_negative_and_within_the_spectrum() {
         for n in [80, 128] {
             let filters = mel_filters(n);
             assert_eq!(filters.len(), n);

@@ -9,13 +9,15 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
-use crate::model::ModelError;
+use crate::model::{io, read_json, ModelError};
 
 /// The vocabulary of one Whisper model.
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
     /// Token strings in id order, as CTranslate2 names them.
     tokens: Vec<String>,
+    /// Token string → id.
+    index: HashMap<String, usize>,
     /// The bytes each token stands for; empty for special tokens.
     bytes: Vec<Vec<u8>>,
     pub eot: usize,
@@ -34,10 +36,10 @@ impl Tokenizer {
     /// Reads the vocabulary of a model directory.
     pub fn load(dir: &Path, multilingual: bool) -> Result<Self, ModelError> {
         let tokens = read_tokens(dir)?;
-        let index: HashMap<&str, usize> = tokens
+        let index: HashMap<String, usize> = tokens
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.as_str(), i))
+            .map(|(i, t)| (t.clone(), i))
             .collect();
         let path = dir.join("vocabulary.txt");
         let find = |name: &str| {
@@ -84,7 +86,13 @@ impl Tokenizer {
             multilingual,
             suppress: suppress.into_iter().map(|id| id as i32).collect(),
             tokens,
+            index,
         })
+    }
+
+    /// The id of a token string.
+    pub fn id(&self, token: &str) -> Option<usize> {
+        self.index.get(token).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -107,7 +115,7 @@ impl Tokenizer {
     /// `<|en|>`-style language token, if the model has one for `code`.
     pub fn language_token(&self, code: &str) -> Option<String> {
         let token = format!("<|{code}|>");
-        self.tokens.contains(&token).then_some(token)
+        self.index.contains_key(&token).then_some(token)
     }
 
     /// Text of the ordinary tokens among `ids`; special and timestamp tokens are skipped.
@@ -164,35 +172,25 @@ fn is_punctuation(s: &str) -> bool {
 
 /// Reads the token table in id order from whichever vocabulary file the model ships.
 fn read_tokens(dir: &Path) -> Result<Vec<String>, ModelError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |e: std::io::Error| ModelError::Io { path, source: e }
-    };
-    let corrupt = |path: &Path, reason: String| ModelError::Corrupt {
-        path: path.to_owned(),
-        reason,
-    };
     let txt = dir.join("vocabulary.txt");
     if txt.is_file() {
         let text = fs::read_to_string(&txt).map_err(io(&txt))?;
         return Ok(text.lines().map(str::to_owned).collect());
     }
+    let corrupt = |path: &Path, reason: String| ModelError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
     let json = dir.join("vocabulary.json");
     if json.is_file() {
-        let text = fs::read(&json).map_err(io(&json))?;
-        return serde_json::from_slice(&text)
+        return serde_json::from_value(read_json(&json, "vocabulary")?)
             .map_err(|e| corrupt(&json, format!("not a JSON list of tokens: {e}")));
     }
     let path = dir.join("tokenizer.json");
-    let text = fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ModelError::Missing {
-            path: path.clone(),
-            what: "tokenizer (tokenizer.json, vocabulary.json or vocabulary.txt)",
-        },
-        _ => io(&path)(e),
-    })?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| corrupt(&path, format!("not JSON: {e}")))?;
+    let value = read_json(
+        &path,
+        "tokenizer (tokenizer.json, vocabulary.json or vocabulary.txt)",
+    )?;
     let mut by_id: Vec<Option<String>> = Vec::new();
     let mut put = |id: u64, token: &str| {
         let id = id as usize;

@@ -37,7 +37,7 @@ pub struct ChannelSpeech {
 struct Job {
     window: Arc<Window>,
     index: usize,
-    language: Option<String>,
+    language: String,
     reply: Sender<(usize, Result<Vec<RawSegment>, EngineError>)>,
 }
 
@@ -123,7 +123,7 @@ impl Transcriber {
             let job = Job {
                 window: Arc::clone(window),
                 index,
-                language: Some(language.clone()),
+                language: language.clone(),
                 reply: reply.clone(),
             };
             self.queued.fetch_add(1, Ordering::SeqCst);
@@ -273,7 +273,7 @@ fn worker(engine: &Engine, queue: &Mutex<Receiver<Job>>, share: &Share) {
                     .any(|p| p[0].channel != p[1].channel),
             })
             .collect();
-        let language = batch[0].language.as_deref();
+        let language = Some(batch[0].language.as_str());
         let result = catch_unwind(AssertUnwindSafe(|| {
             engine.transcribe_batch(&mut mel, &audio, language)
         }));

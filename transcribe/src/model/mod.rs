@@ -71,7 +71,7 @@ pub enum ModelError {
     NotInstalled(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     move |source| ModelError::Io {
         path: path.to_owned(),
         source,
@@ -179,7 +179,7 @@ pub fn validate(dir: &Path) -> Result<ModelInfo, ModelError> {
 }
 
 /// Reads a JSON file of a model directory; missing and unparsable are told apart.
-fn read_json(path: &Path, what: &'static str) -> Result<serde_json::Value, ModelError> {
+pub(crate) fn read_json(path: &Path, what: &'static str) -> Result<serde_json::Value, ModelError> {
     let bytes = fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ModelError::Missing {
             path: path.to_owned(),
