@@ -11,7 +11,21 @@ format of `callpipe eval`.
 With --word-timing each word is spoken on its own and the words are joined with a short gap, so
 the truth also holds every word's exact start and end (slower, more deliberate speech).
 
+With --script FILE the call is made from the turns in FILE instead of random lines, in order:
+
+    {"name": "2026-03-02T09-14-05_billing-refund",
+     "turns": [["agent", "Thank you for calling..."], ["customer", "Hi, I was charged..."]]}
+
+It is written as <out>/<name>.wav, with its truth in <truth-out>/<name>.json and its manifest
+entry added to <truth-out>/manifest.json (an entry for the same file is replaced; the others are
+kept). Voices, speaking rates, pauses and telephone processing are as in the random mode; the
+rates and pauses come from --seed, so a script and a seed always give the same file.
+
+sox runs in repeatable mode (-R), so its noise floor and dither are seeded too: the same arguments
+give byte-identical audio (with the same espeak-ng and sox versions).
+
     scripts/make_call.py --out DIR [--calls N] [--minutes M] [--seed S] [--word-timing]
+    scripts/make_call.py --script FILE --out DIR [--truth-out DIR] [--seed S] [--word-timing]
 
 Needs espeak-ng and sox (Debian packages of the same names).
 """
@@ -67,6 +81,10 @@ CUSTOMER_VOICE = "en+f3"
 
 
 def run(cmd):
+    if cmd[0] == "sox":
+        # Repeatable mode: sox seeds its noise and dither generators with a fixed number, so the
+        # same inputs give the same file.
+        cmd = ["sox", "-R"] + cmd[1:]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -102,16 +120,30 @@ def speak_words(text, voice, speed, rate, tmp):
     return samples, spans
 
 
-def make_call(path_base, minutes, rng, rate, encoding, noise_db, tmp, word_timing=False):
+ROLES = {"agent": 0, "customer": 1}
+
+
+def make_call(path_base, minutes, rng, rate, encoding, noise_db, tmp, word_timing=False,
+              script=None, truth_base=None):
+    """Makes one call: random lines for about `minutes`, or the (role, text) turns of `script`.
+
+    The audio goes to `path_base`.wav and the truth to `truth_base`.json (default `path_base`);
+    returns the manifest entry, whose file name is relative to the truth's folder."""
     target_s = minutes * 60.0
+    truth_base = truth_base or path_base
     left = array.array("h")
     right = array.array("h")
     turns = []
     t = rng.uniform(0.3, 1.0)
     speaker = 0
-    while t < target_s:
-        lines = AGENT_LINES if speaker == 0 else CUSTOMER_LINES
-        text = rng.choice(lines)
+    pending = list(script) if script is not None else None
+    while (t < target_s) if pending is None else pending:
+        if pending is None:
+            lines = AGENT_LINES if speaker == 0 else CUSTOMER_LINES
+            text = rng.choice(lines)
+        else:
+            role, text = pending.pop(0)
+            speaker = ROLES[role]
         voice = AGENT_VOICE if speaker == 0 else CUSTOMER_VOICE
         speed = rng.randint(150, 180)
         if word_timing:
@@ -140,7 +172,7 @@ def make_call(path_base, minutes, rng, rate, encoding, noise_db, tmp, word_timin
         turns.append(turn)
         # The other party answers after a pause; sometimes the same party goes on.
         t = end / rate + rng.uniform(0.5, 1.6)
-        if rng.random() < 0.85:
+        if pending is None and rng.random() < 0.85:
             speaker = 1 - speaker
     tail = int(rate * rng.uniform(0.5, 1.5))
     for buf in (left, right):
@@ -173,21 +205,23 @@ def make_call(path_base, minutes, rng, rate, encoding, noise_db, tmp, word_timin
          out_wav] + effects)
 
     duration_s = round(len(left) / rate, 3)
+    # Paths relative to the truth's folder, as `callpipe eval` reads a manifest's paths.
+    file_name = os.path.relpath(out_wav, os.path.dirname(os.path.abspath(truth_base)))
     truth = {
-        "file": os.path.basename(out_wav),
+        "file": file_name,
         "sample_rate": rate,
         "channels": 2,
         "duration_s": duration_s,
         "turns": turns,
     }
-    with open(path_base + ".json", "w") as f:
+    with open(truth_base + ".json", "w") as f:
         json.dump(truth, f, indent=1)
     refs = {
         str(ch): " ".join(turn["text"] for turn in turns if turn["channel"] == ch)
         for ch in (0, 1)
     }
     return {
-        "file": os.path.basename(out_wav),
+        "file": file_name,
         "duration_s": duration_s,
         "sample_rate": rate,
         "channels": 2,
@@ -209,10 +243,17 @@ def main():
     ap.add_argument("--noise-db", type=float, default=-60.0, help="noise floor in dBFS; 'none' to disable")
     ap.add_argument("--prefix", default="call")
     ap.add_argument("--word-timing", action="store_true", help="speak word by word and record word times")
+    ap.add_argument("--script", metavar="FILE",
+                    help='JSON {"name": ..., "turns": [["agent"|"customer", text], ...]}: '
+                         "make one call from exactly these turns")
+    ap.add_argument("--truth-out", metavar="DIR",
+                    help="with --script: folder for the truth JSON and manifest.json (default --out)")
     args = ap.parse_args()
 
     os.makedirs(args.out, exist_ok=True)
     rng = random.Random(args.seed)
+    if args.script:
+        return make_scripted(args, rng)
     manifest = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.calls):
@@ -223,6 +264,46 @@ def main():
         json.dump(manifest, f, indent=1)
     total = sum(m["duration_s"] for m in manifest)
     print(f"wrote {len(manifest)} calls, {total / 60:.1f} min of audio, to {args.out}")
+
+
+def load_script(path):
+    with open(path) as f:
+        script = json.load(f)
+    name, turns = script.get("name"), script.get("turns")
+    if not isinstance(name, str) or not name or os.path.basename(name) != name:
+        sys.exit(f"{path}: `name` must be a plain file name without extension")
+    if not isinstance(turns, list) or not turns:
+        sys.exit(f"{path}: `turns` must be a non-empty list of [role, text] pairs")
+    for i, turn in enumerate(turns):
+        if (not isinstance(turn, list) or len(turn) != 2 or turn[0] not in ROLES
+                or not isinstance(turn[1], str) or not turn[1].strip()):
+            sys.exit(f"{path}: turn {i} must be [\"agent\" or \"customer\", non-empty text]")
+    return name, [(role, " ".join(text.split())) for role, text in turns]
+
+
+def make_scripted(args, rng):
+    name, turns = load_script(args.script)
+    truth_out = args.truth_out or args.out
+    os.makedirs(truth_out, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        entry = make_call(os.path.join(args.out, name), 0.0, rng, args.rate, args.encoding,
+                          args.noise_db, tmp, args.word_timing, script=turns,
+                          truth_base=os.path.join(truth_out, name))
+    manifest_path = os.path.join(truth_out, "manifest.json")
+    manifest = []
+    if os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+    for i, old in enumerate(manifest):
+        if old.get("file") == entry["file"]:
+            manifest[i] = entry
+            break
+    else:
+        manifest.append(entry)
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f, indent=1)
+    print(f"wrote {os.path.join(args.out, name)}.wav ({entry['duration_s']:.1f} s, {len(turns)} turns), "
+          f"its truth and manifest entry to {truth_out}")
 
 
 if __name__ == "__main__":

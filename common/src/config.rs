@@ -5,7 +5,7 @@
 //! name instead of being silently ignored. Environment variables override the file:
 //! `CALLPIPE_INGEST__MAX_DURATION_S=7200` sets `[ingest] max_duration_s`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -23,6 +23,14 @@ pub struct Config {
     pub pool: PoolConfig,
     /// The Whisper engine and its decoding.
     pub transcribe: TranscribeConfig,
+    /// Embeddings and how transcripts become searchable units.
+    pub index: IndexConfig,
+    /// Hybrid search.
+    pub search: SearchConfig,
+    /// Where calls, transcripts and vectors are kept, and which backends keep them.
+    pub storage: StorageConfig,
+    /// `callpipe run`.
+    pub run: RunConfig,
 }
 
 /// `[ingest]`: limits and the audio front end.
@@ -158,6 +166,134 @@ impl Default for TranscribeConfig {
     }
 }
 
+/// `[index]`: embeddings and searchable units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// The sentence-embedding model: an installed model's name or a model directory.
+    pub embedding_model: String,
+    /// Threads the embedder uses; 0 = one per core. It runs between the engine's batches, so
+    /// one thread keeps it from competing with the Whisper replicas.
+    pub embed_threads: usize,
+    /// A searchable unit (consecutive segments of one speaker) spans at most this many seconds.
+    pub unit_max_s: f64,
+    /// ... and holds at most this many words.
+    pub unit_max_words: usize,
+    /// Segments further apart than this (seconds) start a new unit.
+    pub unit_max_gap_s: f64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            embedding_model: "all-minilm-l6-v2".into(),
+            embed_threads: 1,
+            unit_max_s: 20.0,
+            unit_max_words: 60,
+            unit_max_gap_s: 1.5,
+        }
+    }
+}
+
+/// `[search]`: hybrid (keyword + vector) search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Candidates taken from each of the keyword and the vector list before fusion.
+    pub candidates: usize,
+    /// The `k` of reciprocal rank fusion, `score = sum of 1 / (k + rank)`.
+    pub rrf_k: f32,
+    /// Units of context shown before and after each hit.
+    pub context: usize,
+    /// Results returned when `--limit` is not given.
+    pub limit: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            candidates: 50,
+            rrf_k: 60.0,
+            context: 1,
+            limit: 10,
+        }
+    }
+}
+
+/// Which implementation backs the object store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectStoreKind {
+    /// A directory: `<data_dir>/objects`.
+    #[default]
+    Local,
+}
+
+/// Which implementation backs the metadata store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataKind {
+    /// SQLite with FTS5: `<data_dir>/metadata.db`.
+    #[default]
+    Sqlite,
+}
+
+/// Which implementation backs the vector index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorIndexKind {
+    /// Exact search in memory, persisted in `<data_dir>/vectors.db`.
+    #[default]
+    Embedded,
+}
+
+/// `[storage]`: the data directory and the backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Where the embedded backends keep their files (`--data-dir` overrides).
+    pub data_dir: PathBuf,
+    pub object_store: ObjectStoreKind,
+    pub metadata: MetadataKind,
+    pub vector_index: VectorIndexKind,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("callpipe-data"),
+            object_store: ObjectStoreKind::Local,
+            metadata: MetadataKind::Sqlite,
+            vector_index: VectorIndexKind::Embedded,
+        }
+    }
+}
+
+/// `[run]`: the in-process pipeline of `callpipe run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Calls decoded ahead of the engine; 0 = enough to keep every replica busy. Bounds memory:
+    /// each holds its 16 kHz audio until transcribed.
+    pub calls_in_flight: usize,
+    /// File extensions taken when a directory is walked (case-insensitive).
+    pub extensions: Vec<String>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            calls_in_flight: 0,
+            extensions: [
+                "wav", "wave", "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "aac", "aif",
+                "aiff", "caf", "mkv", "webm",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
 /// A configuration that could not be loaded or is invalid. The message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -254,6 +390,38 @@ impl Config {
                 "transcribe.language",
                 "must be an ISO 639-1 code such as `en`",
             );
+        }
+        let index = &self.index;
+        if index.embedding_model.trim().is_empty() {
+            return invalid("index.embedding_model", "must name a model");
+        }
+        if !(1.0..=120.0).contains(&index.unit_max_s) {
+            return invalid("index.unit_max_s", "must be within [1, 120] seconds");
+        }
+        if !(1..=400).contains(&index.unit_max_words) {
+            return invalid("index.unit_max_words", "must be within [1, 400]");
+        }
+        if !(0.0..=30.0).contains(&index.unit_max_gap_s) {
+            return invalid("index.unit_max_gap_s", "must be within [0, 30] seconds");
+        }
+        let search = &self.search;
+        if !(1..=10_000).contains(&search.candidates) {
+            return invalid("search.candidates", "must be within [1, 10000]");
+        }
+        if search.rrf_k.is_nan() || search.rrf_k < 0.0 {
+            return invalid("search.rrf_k", "must be 0 or more");
+        }
+        if search.context > 20 {
+            return invalid("search.context", "must be at most 20");
+        }
+        if !(1..=1000).contains(&search.limit) {
+            return invalid("search.limit", "must be within [1, 1000]");
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return invalid("storage.data_dir", "must name a directory");
+        }
+        if self.run.extensions.is_empty() {
+            return invalid("run.extensions", "must list at least one extension");
         }
         Ok(())
     }

@@ -13,6 +13,8 @@
 //!   validated once at start-up.
 //! - [`pool`]: the CPU pool. CPU-heavy work (decode, resample, VAD, inference) runs on a rayon
 //!   pool, never on tokio worker threads; [`pool::CpuPool::run`] is the bridge.
+//! - [`store`]: the backend traits (object store, metadata store, vector index), their
+//!   shared types and conformance suites, and the local-directory object store.
 //! - [`error`]: the transient/permanent split that retry and acknowledgement logic matches on.
 
 pub mod audio;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod ids;
 pub mod pool;
+pub mod store;
 pub mod transcript;
 
 pub use audio::{Role, SpeechSegment, SAMPLE_RATE};

@@ -1,1 +1,23 @@
+//! The index stage: transcripts in, searchable segments out; and the search that reads them.
+//!
+//! It is the pipeline's last stage (ingest → transcribe → **index**). A transcript's segments
+//! are grouped into searchable units (a segment, or a few consecutive segments of one
+//! speaker), embedded, written to the vector index, and then committed with the call's record
+//! to the metadata store, which is what makes the call searchable. Search fuses keyword (BM25)
+//! and vector (kNN) results and joins them back to the metadata store.
+//!
+//! # Layout
+//! - [`embed`]: the [`embed::Embedder`] trait and MiniLM (all-MiniLM-L6-v2) on candle.
+//! - [`units`]: transcript segments → searchable units with deterministic keys.
+//! - [`store`]: the embedded backends: SQLite + FTS5 metadata, the on-disk vector index.
+//! - [`indexer`]: the stage itself: embed, write vectors, commit the call.
+//! - [`search`]: hybrid search with reciprocal rank fusion, filters and context.
 
+pub mod embed;
+pub mod indexer;
+pub mod search;
+pub mod store;
+pub mod units;
+
+pub use indexer::Indexer;
+pub use search::{HybridSearch, SearchHit};

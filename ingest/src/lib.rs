@@ -11,6 +11,7 @@
 //! - [`vad`]: per-channel voice activity detection (earshot) with an energy pre-gate, and the
 //!   segment shaping rules (padding, gap merging, ≤ 30 s cap).
 //! - [`frontend`]: ties them together; channels are processed in parallel on the rayon pool.
+//! - [`source`]: local recordings: directory walks, call identity, when the call took place.
 //! - [`error`]: [`IngestError`], every variant naming the file.
 //!
 //! Everything here is synchronous CPU work. Call it from the CPU pool
@@ -20,6 +21,7 @@ pub mod decode;
 pub mod error;
 pub mod frontend;
 pub mod resample;
+pub mod source;
 pub mod vad;
 
 pub use decode::{DecodeOptions, Decoder, RawEncoding, RawFormat, SourceInfo};

@@ -1,8 +1,12 @@
 //! Argument parsing and dispatch.
 
+mod calls;
+mod data;
 mod eval;
 mod model;
 mod probe;
+mod run;
+mod search;
 mod transcribe;
 
 use std::path::PathBuf;
@@ -26,6 +30,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
 
+    /// Where the embedded backends keep calls, transcripts and vectors
+    /// [config: storage.data_dir, default ./callpipe-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
     /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -36,13 +45,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole pipeline (ingest, transcribe, index) over files and directories; resumable.
+    Run(run::RunArgs),
+    /// Hybrid keyword + semantic search over indexed calls.
+    Search(search::SearchArgs),
+    /// List processed calls, or show one call's transcript.
+    Calls(calls::CallsArgs),
     /// Decode recordings and report format, duration, truncation and speech segments per channel.
     Probe(probe::ProbeArgs),
     /// Transcribe recordings: per-channel (role) segments with times, text and word timings.
     Transcribe(transcribe::TranscribeArgs),
     /// Word error rate and speed on a manifest of labelled recordings, to choose a model.
     Eval(eval::EvalArgs),
-    /// Install, import and list Whisper models.
+    /// Install, import and list models (Whisper for ASR, MiniLM for embeddings).
     Model(model::ModelArgs),
 }
 
@@ -75,6 +90,9 @@ impl Context {
         if let Some(threads) = cli.threads {
             config.pool.threads = threads;
         }
+        if let Some(dir) = &cli.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
         let pool = CpuPool::new(config.pool.threads).context("starting the CPU pool")?;
         Ok(Context { config, pool })
     }
@@ -94,6 +112,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Probe(args) => runtime.block_on(probe::run(&ctx, args)),
         Command::Transcribe(args) => runtime.block_on(transcribe::run(&ctx, args)),
         Command::Eval(args) => runtime.block_on(eval::run(&ctx, args)),
+        Command::Run(args) => runtime.block_on(run::run(&ctx, args)),
+        Command::Search(args) => runtime.block_on(search::run(&ctx, args)),
+        Command::Calls(args) => runtime.block_on(calls::run(&ctx, args)),
         Command::Model(_) => unreachable!("handled above"),
     }
 }

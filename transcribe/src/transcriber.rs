@@ -9,7 +9,7 @@
 //! run on the async runtime.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -48,6 +48,8 @@ pub struct Transcriber {
     jobs: Option<SyncSender<Job>>,
     /// Windows waiting in the queue, so a worker takes no more than its fair share.
     queued: Arc<AtomicUsize>,
+    /// Nanoseconds the workers have spent inside the engine, summed over workers.
+    busy_ns: Arc<AtomicU64>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -70,6 +72,7 @@ impl Transcriber {
         let (tx, rx) = mpsc::sync_channel::<Job>(workers_n * batch * 2);
         let rx = Arc::new(Mutex::new(rx));
         let queued = Arc::new(AtomicUsize::new(0));
+        let busy_ns = Arc::new(AtomicU64::new(0));
         let workers = (0..workers_n)
             .map(|n| {
                 let engine = Arc::clone(&engine);
@@ -79,6 +82,7 @@ impl Transcriber {
                     batch_size: batch,
                     workers: workers_n,
                     queued,
+                    busy_ns: Arc::clone(&busy_ns),
                 };
                 std::thread::Builder::new()
                     .name(format!("callpipe-asr-{n}"))
@@ -91,12 +95,20 @@ impl Transcriber {
             model_name: model_name.into(),
             jobs: Some(tx),
             queued,
+            busy_ns,
             workers,
         }
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Time the workers have spent inside the engine (log-mel, encode, decode, align), summed
+    /// over workers. Against wall time × replicas it tells how well the pipeline keeps the
+    /// engine fed.
+    pub fn engine_busy(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed))
     }
 
     /// Transcribes one call. Blocks until it is done; call it from a blocking thread. Several
@@ -206,6 +218,7 @@ struct Share {
     batch_size: usize,
     workers: usize,
     queued: Arc<AtomicUsize>,
+    busy_ns: Arc<AtomicU64>,
 }
 
 impl Share {
@@ -274,9 +287,13 @@ fn worker(engine: &Engine, queue: &Mutex<Receiver<Job>>, share: &Share) {
             })
             .collect();
         let language = Some(batch[0].language.as_str());
+        let started = std::time::Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             engine.transcribe_batch(&mut mel, &audio, language)
         }));
+        share
+            .busy_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         match result {
             Ok(Ok(outputs)) => {
                 for (job, segments) in batch.iter().zip(outputs) {

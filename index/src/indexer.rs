@@ -1,0 +1,164 @@
+//! The index stage: a transcript in, a searchable call out.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use callpipe_common::store::{
+    now_ms, CallRecord, CallStatus, MetadataStore, ObjectStore, StoreError, VectorDoc, VectorIndex,
+};
+use callpipe_common::{ErrorKind, Transcript};
+
+use crate::embed::{EmbedError, Embedder};
+use crate::units::{units, UnitRules};
+
+/// Why a call could not be indexed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("call {call_id}: embedding: {source}")]
+    Embed {
+        call_id: String,
+        #[source]
+        source: EmbedError,
+    },
+    #[error("call {call_id}: {source}")]
+    Store {
+        call_id: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("call {call_id}: the embedding task failed: {reason}")]
+    Task { call_id: String, reason: String },
+}
+
+impl IndexError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            IndexError::Embed { source, .. } => source.kind(),
+            IndexError::Store { source, .. } => source.kind(),
+            IndexError::Task { .. } => ErrorKind::Permanent,
+        }
+    }
+}
+
+/// The object key of a revision's full transcript (segments and words, as JSON).
+pub fn transcript_key(call: &CallRecord) -> String {
+    format!("transcripts/{}/{}.json", call.call_id, call.revision)
+}
+
+/// Where a call's indexing time went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IndexTimes {
+    pub embed_s: f64,
+    pub write_s: f64,
+    pub units: usize,
+}
+
+/// Embeds a transcript's units and writes them to the backends, in an order that makes a
+/// crash at any point harmless:
+/// 1. the full transcript to the object store (replacing any earlier write of this revision);
+/// 2. the vectors, replacing all of the call's earlier vectors;
+/// 3. the segments and the call record, in one commit that marks the call `indexed`.
+///
+/// Until step 3 the call is not indexed, so a rerun redoes it; steps 1 and 2 are replacements,
+/// so redoing them leaves no duplicates. Search only returns segments the metadata store calls
+/// current, so vectors written by an interrupted run never surface.
+#[derive(Debug, Clone)]
+pub struct Indexer {
+    embedder: Arc<dyn Embedder>,
+    metadata: Arc<dyn MetadataStore>,
+    vectors: Arc<dyn VectorIndex>,
+    objects: Arc<dyn ObjectStore>,
+    rules: UnitRules,
+}
+
+impl Indexer {
+    pub fn new(
+        embedder: Arc<dyn Embedder>,
+        metadata: Arc<dyn MetadataStore>,
+        vectors: Arc<dyn VectorIndex>,
+        objects: Arc<dyn ObjectStore>,
+        rules: UnitRules,
+    ) -> Self {
+        Indexer {
+            embedder,
+            metadata,
+            vectors,
+            objects,
+            rules,
+        }
+    }
+
+    /// Indexes `transcript` as the current revision of `call`, and on success sets `call` to
+    /// `indexed` with its unit count and models.
+    pub async fn index(
+        &self,
+        call: &mut CallRecord,
+        transcript: &Transcript,
+    ) -> Result<IndexTimes, IndexError> {
+        let call_id = call.call_id.to_string();
+        let store_err = |source| IndexError::Store {
+            call_id: call_id.clone(),
+            source,
+        };
+        let docs = units(&call.call_id, &call.revision, transcript, &self.rules);
+
+        let started = Instant::now();
+        let texts: Vec<String> = docs.iter().map(|d| d.text.clone()).collect();
+        let embedder = self.embedder.clone();
+        // The embedder is CPU work on its own threads: run it from a blocking thread.
+        let vectors = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            embedder.embed(&refs)
+        })
+        .await
+        .map_err(|e| IndexError::Task {
+            call_id: call_id.clone(),
+            reason: e.to_string(),
+        })?
+        .map_err(|source| IndexError::Embed {
+            call_id: call_id.clone(),
+            source,
+        })?;
+        let embed_s = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let json = serde_json::to_vec(transcript).expect("a transcript serialises");
+        self.objects
+            .put(&transcript_key(call), json)
+            .await
+            .map_err(store_err)?;
+        let vector_docs: Vec<VectorDoc> = docs
+            .iter()
+            .zip(vectors)
+            .map(|(d, vector)| VectorDoc {
+                key: d.key.clone(),
+                role: d.role,
+                source: call.source.clone(),
+                recorded_at_ms: call.recorded_at_ms,
+                call_duration_s: call.duration_s,
+                vector,
+            })
+            .collect();
+        self.vectors
+            .replace_call(&call.call_id, &vector_docs)
+            .await
+            .map_err(store_err)?;
+
+        call.status = CallStatus::Indexed;
+        call.error = None;
+        call.segments = docs.len() as u32;
+        call.language = Some(transcript.language.clone());
+        call.asr_model = Some(transcript.model.clone());
+        call.embedding_model = Some(self.embedder.model().to_owned());
+        call.updated_at_ms = now_ms();
+        self.metadata
+            .commit_call(call, &docs)
+            .await
+            .map_err(store_err)?;
+        Ok(IndexTimes {
+            embed_s,
+            write_s: started.elapsed().as_secs_f64(),
+            units: docs.len(),
+        })
+    }
+}

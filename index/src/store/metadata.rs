@@ -1,0 +1,413 @@
+//! The embedded metadata store: SQLite with an FTS5 index over segment text.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use callpipe_common::ids::{CallId, Revision};
+use callpipe_common::store::{
+    CallRecord, CallStatus, MetadataStore, ScoredKey, SearchFilter, SegmentDoc, SegmentKey,
+    StoreError,
+};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+
+use super::sqlite::{json_error, Db};
+
+const BACKEND: &str = "metadata store";
+const VERSION: i64 = 1;
+
+/// `calls` keeps the whole record as JSON plus the columns filters need; `segments` is the
+/// FTS5 external content table, so the text is stored once.
+const SCHEMA: &str = "
+CREATE TABLE calls (
+    call_id        TEXT PRIMARY KEY,
+    revision       TEXT NOT NULL,
+    source         TEXT NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    duration_s     REAL NOT NULL,
+    status         TEXT NOT NULL,
+    record         TEXT NOT NULL
+);
+CREATE INDEX calls_by_time ON calls (recorded_at_ms DESC, call_id);
+CREATE TABLE segments (
+    id          INTEGER PRIMARY KEY,
+    call_id     TEXT NOT NULL,
+    revision    TEXT NOT NULL,
+    channel     INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    role        TEXT NOT NULL,
+    start_s     REAL NOT NULL,
+    end_s       REAL NOT NULL,
+    text        TEXT NOT NULL,
+    avg_logprob REAL NOT NULL,
+    UNIQUE (call_id, revision, channel, seq)
+);
+CREATE INDEX segments_by_call ON segments (call_id, start_s);
+-- Porter stemming so `refund` finds `refunded`; diacritics folded so `cafe` finds `café`.
+CREATE VIRTUAL TABLE segments_fts USING fts5 (
+    text, content = 'segments', content_rowid = 'id',
+    tokenize = 'porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER segments_ai AFTER INSERT ON segments BEGIN
+    INSERT INTO segments_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER segments_ad AFTER DELETE ON segments BEGIN
+    INSERT INTO segments_fts (segments_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+";
+
+/// Calls, segments and keyword search in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteMetadata {
+    db: Db,
+}
+
+impl SqliteMetadata {
+    /// Opens or creates the store at `path` (conventionally `<data dir>/metadata.db`).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(SqliteMetadata {
+            db: Db::open(BACKEND, path, VERSION, SCHEMA)?,
+        })
+    }
+}
+
+/// The columns every segment read selects, in [`segment_from_row`]'s order.
+const SEGMENT_COLUMNS: &str =
+    "s.call_id, s.revision, s.channel, s.seq, s.role, s.start_s, s.end_s, s.text, s.avg_logprob";
+
+/// Joins segments to their call's current revision: the rule that hides stale segments.
+const CURRENT: &str = "JOIN calls c ON c.call_id = s.call_id AND c.revision = s.revision";
+
+fn segment_from_row(row: &Row<'_>) -> rusqlite::Result<SegmentDoc> {
+    let role: String = row.get(4)?;
+    Ok(SegmentDoc {
+        key: SegmentKey {
+            call_id: CallId::from_stored(row.get::<_, String>(0)?),
+            revision: Revision::new(row.get::<_, String>(1)?),
+            channel: row.get(2)?,
+            seq: row.get(3)?,
+        },
+        role: role.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
+        })?,
+        start_s: row.get(5)?,
+        end_s: row.get(6)?,
+        text: row.get(7)?,
+        avg_logprob: row.get(8)?,
+    })
+}
+
+fn call_from_json(json: String) -> rusqlite::Result<CallRecord> {
+    serde_json::from_str(&json).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn put_call_row(conn: &Connection, call: &CallRecord) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(call).map_err(json_error)?;
+    conn.prepare_cached(
+        "INSERT INTO calls (call_id, revision, source, recorded_at_ms, duration_s, status, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (call_id) DO UPDATE SET
+            revision = excluded.revision, source = excluded.source,
+            recorded_at_ms = excluded.recorded_at_ms, duration_s = excluded.duration_s,
+            status = excluded.status, record = excluded.record",
+    )?
+    .execute(params![
+        call.call_id.as_str(),
+        call.revision.as_str(),
+        call.source,
+        call.recorded_at_ms,
+        call.duration_s,
+        call.status.as_str(),
+        json
+    ])?;
+    Ok(())
+}
+
+/// Appends the call-level conditions of `filter` (on alias `c`) to `sql`, and its role
+/// condition (on alias `s`) when `with_role`.
+fn push_filter(sql: &mut String, args: &mut Vec<Value>, filter: &SearchFilter, with_role: bool) {
+    if let Some(from) = filter.from_ms {
+        sql.push_str(" AND c.recorded_at_ms >= ?");
+        args.push(Value::Integer(from));
+    }
+    if let Some(to) = filter.to_ms {
+        sql.push_str(" AND c.recorded_at_ms < ?");
+        args.push(Value::Integer(to));
+    }
+    if let Some(call_id) = &filter.call_id {
+        sql.push_str(" AND c.call_id = ?");
+        args.push(Value::Text(call_id.as_str().to_owned()));
+    }
+    if let Some(prefix) = &filter.source_prefix {
+        // substr, not LIKE: no wildcard characters to escape in a path or key.
+        sql.push_str(" AND substr(c.source, 1, ?) = ?");
+        args.push(Value::Integer(prefix.chars().count() as i64));
+        args.push(Value::Text(prefix.clone()));
+    }
+    if let Some(min) = filter.min_duration_s {
+        sql.push_str(" AND c.duration_s >= ?");
+        args.push(Value::Real(min));
+    }
+    if let Some(max) = filter.max_duration_s {
+        sql.push_str(" AND c.duration_s <= ?");
+        args.push(Value::Real(max));
+    }
+    if with_role {
+        if let Some(role) = filter.role {
+            sql.push_str(" AND s.role = ?");
+            args.push(Value::Text(role.as_str().to_owned()));
+        }
+    }
+}
+
+/// Turns what a user typed into an FTS5 query that matches any of its words. Every word is
+/// quoted, so FTS5 operators (`AND`, `NEAR`, `*`, `col:`) and stray quotes are just text.
+pub(crate) fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" OR "))
+}
+
+#[async_trait]
+impl MetadataStore for SqliteMetadata {
+    async fn get_call(&self, call_id: &CallId) -> Result<Option<CallRecord>, StoreError> {
+        let id = call_id.as_str().to_owned();
+        self.db
+            .run(move |conn| {
+                conn.prepare_cached("SELECT record FROM calls WHERE call_id = ?1")?
+                    .query_row([&id], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .map(call_from_json)
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn put_call(&self, call: &CallRecord) -> Result<(), StoreError> {
+        let call = call.clone();
+        self.db.run(move |conn| put_call_row(conn, &call)).await
+    }
+
+    async fn commit_call(
+        &self,
+        call: &CallRecord,
+        segments: &[SegmentDoc],
+    ) -> Result<(), StoreError> {
+        if let Some(bad) = segments
+            .iter()
+            .find(|s| s.key.call_id != call.call_id || s.key.revision != call.revision)
+        {
+            return Err(StoreError::Failed {
+                backend: BACKEND,
+                what: format!("call {}", call.call_id),
+                reason: format!("segment {} is not of revision {}", bad.key, call.revision),
+            });
+        }
+        let call = call.clone();
+        let segments = segments.to_vec();
+        self.db
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                tx.prepare_cached("DELETE FROM segments WHERE call_id = ?1")?
+                    .execute([call.call_id.as_str()])?;
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO segments
+                            (call_id, revision, channel, seq, role, start_s, end_s, text, avg_logprob)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?;
+                    for s in &segments {
+                        insert.execute(params![
+                            s.key.call_id.as_str(),
+                            s.key.revision.as_str(),
+                            s.key.channel,
+                            s.key.seq,
+                            s.role.as_str(),
+                            s.start_s,
+                            s.end_s,
+                            s.text,
+                            s.avg_logprob,
+                        ])?;
+                    }
+                }
+                put_call_row(&tx, &call)?;
+                tx.commit()
+            })
+            .await
+    }
+
+    async fn delete_call(&self, call_id: &CallId) -> Result<(), StoreError> {
+        let id = call_id.as_str().to_owned();
+        self.db
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                tx.execute("DELETE FROM segments WHERE call_id = ?1", [&id])?;
+                tx.execute("DELETE FROM calls WHERE call_id = ?1", [&id])?;
+                tx.commit()
+            })
+            .await
+    }
+
+    async fn list_calls(
+        &self,
+        status: Option<CallStatus>,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let mut sql = String::from("SELECT c.record FROM calls c WHERE 1 = 1");
+        let mut args = Vec::new();
+        if let Some(status) = status {
+            sql.push_str(" AND c.status = ?");
+            args.push(Value::Text(status.as_str().to_owned()));
+        }
+        push_filter(&mut sql, &mut args, filter, false);
+        sql.push_str(" ORDER BY c.recorded_at_ms DESC, c.call_id LIMIT ?");
+        args.push(Value::Integer(limit.min(i64::MAX as usize) as i64));
+        self.db
+            .run(move |conn| {
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(0))?;
+                rows.map(|json| call_from_json(json?)).collect()
+            })
+            .await
+    }
+
+    async fn segments(&self, call_id: &CallId) -> Result<Vec<SegmentDoc>, StoreError> {
+        let id = call_id.as_str().to_owned();
+        self.db
+            .run(move |conn| {
+                let sql = format!(
+                    "SELECT {SEGMENT_COLUMNS} FROM segments s {CURRENT}
+                     WHERE s.call_id = ?1 ORDER BY s.start_s, s.channel, s.seq"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map([&id], segment_from_row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn segments_by_key(&self, keys: &[SegmentKey]) -> Result<Vec<SegmentDoc>, StoreError> {
+        let keys = keys.to_vec();
+        self.db
+            .run(move |conn| {
+                let sql = format!(
+                    "SELECT {SEGMENT_COLUMNS} FROM segments s {CURRENT}
+                     WHERE s.call_id = ?1 AND s.revision = ?2 AND s.channel = ?3 AND s.seq = ?4"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut out = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    let found = stmt
+                        .query_row(
+                            params![k.call_id.as_str(), k.revision.as_str(), k.channel, k.seq],
+                            segment_from_row,
+                        )
+                        .optional()?;
+                    out.extend(found);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn keyword_search(
+        &self,
+        query: &str,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<ScoredKey>, StoreError> {
+        let Some(fts) = fts_query(query) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut sql = format!(
+            "SELECT s.call_id, s.revision, s.channel, s.seq, bm25(segments_fts)
+             FROM segments_fts JOIN segments s ON s.id = segments_fts.rowid {CURRENT}
+             WHERE segments_fts MATCH ?"
+        );
+        let mut args = vec![Value::Text(fts)];
+        push_filter(&mut sql, &mut args, filter, true);
+        sql.push_str(" ORDER BY bm25(segments_fts) LIMIT ?");
+        args.push(Value::Integer(limit.min(i64::MAX as usize) as i64));
+        self.db
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params_from_iter(args), |r| {
+                    Ok(ScoredKey {
+                        key: SegmentKey {
+                            call_id: CallId::from_stored(r.get::<_, String>(0)?),
+                            revision: Revision::new(r.get::<_, String>(1)?),
+                            channel: r.get(2)?,
+                            seq: r.get(3)?,
+                        },
+                        // FTS5's bm25() is lower-is-better; the trait wants higher-is-better.
+                        score: -(r.get::<_, f64>(4)? as f32),
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn count_segments(&self, call_id: Option<&CallId>) -> Result<u64, StoreError> {
+        let id = call_id.map(|c| c.as_str().to_owned());
+        self.db
+            .run(move |conn| {
+                let sql = format!(
+                    "SELECT count(*) FROM segments s {CURRENT} WHERE ?1 IS NULL OR s.call_id = ?1"
+                );
+                conn.prepare_cached(&sql)?
+                    .query_row([id], |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetadata::open(&dir.path().join("metadata.db")).unwrap();
+        callpipe_common::store::conformance::metadata_store(&store).await;
+    }
+
+    #[test]
+    fn user_text_never_becomes_query_syntax() {
+        assert_eq!(
+            fts_query("refund NEAR(x)").unwrap(),
+            "\"refund\" OR \"NEAR\" OR \"x\""
+        );
+        assert_eq!(fts_query("\"*:^"), None);
+    }
+
+    #[tokio::test]
+    async fn survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.db");
+        let call = CallRecord::pending(
+            CallId::from_source("file:///a.wav"),
+            Revision::new("r1"),
+            "file:///a.wav".into(),
+            0,
+        );
+        SqliteMetadata::open(&path)
+            .unwrap()
+            .put_call(&call)
+            .await
+            .unwrap();
+        let reopened = SqliteMetadata::open(&path).unwrap();
+        assert_eq!(reopened.get_call(&call.call_id).await.unwrap(), Some(call));
+    }
+}

@@ -1,0 +1,124 @@
+//! What both SQLite-backed stores share: opening a database file, and running blocking
+//! statements off the async runtime.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use callpipe_common::store::StoreError;
+use rusqlite::Connection;
+
+/// One connection behind a mutex: SQLite serialises writers anyway, and a single connection
+/// keeps its prepared-statement cache warm.
+#[derive(Debug, Clone)]
+pub(crate) struct Db {
+    conn: Arc<Mutex<Connection>>,
+    backend: &'static str,
+    path: Arc<str>,
+}
+
+impl Db {
+    /// Opens (creating) `path` in WAL mode. `schema` runs in a transaction when the file's
+    /// `user_version` is below `version`; a file from a newer callpipe is refused.
+    pub(crate) fn open(
+        backend: &'static str,
+        path: &Path,
+        version: i64,
+        schema: &str,
+    ) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let fail = |e: rusqlite::Error| error(backend, &shown, e);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Failed {
+                backend,
+                what: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let mut conn = Connection::open(path).map_err(fail)?;
+        // Another process (a search during a run) may hold the write lock for a moment.
+        conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        // WAL + NORMAL: a committed transaction survives a process crash; only an OS crash or
+        // power loss can roll back the last few, which a rerun then redoes.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(fail)?;
+        if found > version {
+            return Err(StoreError::Failed {
+                backend,
+                what: shown,
+                reason: format!(
+                    "written by a newer callpipe (schema {found}, this one knows {version})"
+                ),
+            });
+        }
+        if found < version {
+            let tx = conn.transaction().map_err(fail)?;
+            tx.execute_batch(schema).map_err(fail)?;
+            tx.pragma_update(None, "user_version", version)
+                .map_err(fail)?;
+            tx.commit().map_err(fail)?;
+        }
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            backend,
+            path: shown.into(),
+        })
+    }
+
+    /// Runs `job` with the connection on a blocking thread.
+    pub(crate) async fn run<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.run_now(job))
+            .await
+            .map_err(|e| StoreError::Failed {
+                backend: self.backend,
+                what: self.path.to_string(),
+                reason: format!("database task failed: {e}"),
+            })?
+    }
+
+    /// Runs `job` on the calling thread (which must not be a tokio worker).
+    pub(crate) fn run_now<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        job(&mut conn).map_err(|e| error(self.backend, &self.path, e))
+    }
+}
+
+/// Maps a SQLite error: a busy or locked database is worth retrying, anything else is not.
+pub(crate) fn error(backend: &'static str, path: &str, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let transient = matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    );
+    if transient {
+        StoreError::Unavailable {
+            backend,
+            what: path.to_owned(),
+            reason: e.to_string(),
+        }
+    } else {
+        StoreError::Failed {
+            backend,
+            what: path.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// A JSON (de)serialisation failure as a rusqlite error, so it travels the same path.
+pub(crate) fn json_error(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}

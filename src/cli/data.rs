@@ -1,0 +1,178 @@
+//! Opening what `run`, `search` and `calls` share: the backends named by `[storage]` under the
+//! data directory, and the embedding model.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use callpipe_common::config::{MetadataKind, ObjectStoreKind, VectorIndexKind};
+use callpipe_common::store::{LocalDirStore, MetadataStore, ObjectStore, VectorIndex};
+use callpipe_index::embed::{Embedder, MiniLm};
+use callpipe_index::search::SearchSettings;
+use callpipe_index::store::{DiskVectorIndex, SqliteMetadata};
+use callpipe_index::units::UnitRules;
+use callpipe_transcribe::model::ModelStore;
+
+use super::Context;
+
+impl Context {
+    /// `--data-dir`, else `[storage] data_dir`.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.storage.data_dir
+    }
+
+    pub fn open_metadata(&self) -> anyhow::Result<Arc<dyn MetadataStore>> {
+        match self.config.storage.metadata {
+            MetadataKind::Sqlite => {
+                let path = self.data_dir().join("metadata.db");
+                Ok(Arc::new(SqliteMetadata::open(&path)?))
+            }
+        }
+    }
+
+    /// The metadata store of an existing data directory, for commands that only read.
+    pub fn open_existing_metadata(&self) -> anyhow::Result<Arc<dyn MetadataStore>> {
+        if self.config.storage.metadata == MetadataKind::Sqlite
+            && !self.data_dir().join("metadata.db").is_file()
+        {
+            anyhow::bail!(
+                "{}: no calls indexed here yet (run `callpipe run SOURCE...` first, or pass --data-dir)",
+                self.data_dir().display()
+            );
+        }
+        self.open_metadata()
+    }
+
+    pub fn open_objects(&self) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        match self.config.storage.object_store {
+            ObjectStoreKind::Local => Ok(Arc::new(LocalDirStore::open(
+                self.data_dir().join("objects"),
+            )?)),
+        }
+    }
+
+    pub fn open_vectors(&self, embedder: &dyn Embedder) -> anyhow::Result<Arc<dyn VectorIndex>> {
+        match self.config.storage.vector_index {
+            VectorIndexKind::Embedded => {
+                let path = self.data_dir().join("vectors.db");
+                Ok(Arc::new(DiskVectorIndex::open(
+                    &path,
+                    embedder.dim(),
+                    embedder.model(),
+                )?))
+            }
+        }
+    }
+
+    /// The embedding model named by `[index] embedding_model`, from the model store.
+    pub fn load_embedder(&self) -> anyhow::Result<Arc<dyn Embedder>> {
+        let index = &self.config.index;
+        let (dir, name): (PathBuf, String) = ModelStore::new(ModelStore::default_root())
+            .resolve(&index.embedding_model)
+            .context("finding the embedding model (install it with `callpipe model install`)")?;
+        Ok(Arc::new(MiniLm::load(&dir, &name, index.embed_threads)?))
+    }
+
+    pub fn unit_rules(&self) -> UnitRules {
+        let index = &self.config.index;
+        UnitRules {
+            max_s: index.unit_max_s,
+            max_words: index.unit_max_words,
+            max_gap_s: index.unit_max_gap_s,
+        }
+    }
+
+    pub fn search_settings(&self) -> SearchSettings {
+        let search = &self.config.search;
+        SearchSettings {
+            candidates: search.candidates,
+            rrf_k: search.rrf_k,
+            context: search.context,
+        }
+    }
+}
+
+/// `mm:ss.s`, or `h:mm:ss` past the hour: a moment in a call.
+pub fn clock(seconds: f64) -> String {
+    let total = seconds.max(0.0);
+    let h = (total / 3600.0).floor();
+    let m = ((total - h * 3600.0) / 60.0).floor();
+    let s = total - h * 3600.0 - m * 60.0;
+    if h > 0.0 {
+        format!("{h}:{m:02}:{s:04.1}")
+    } else {
+        format!("{m:02}:{s:04.1}")
+    }
+}
+
+/// A UTC instant as `YYYY-MM-DD HH:MM`.
+pub fn date_time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|_| format!("{ms} ms"))
+}
+
+/// Which end of a range a date bounds: a bare date as an upper bound means "through that day".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    From,
+    To,
+}
+
+/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` (UTC) or RFC 3339 with an offset into ms since
+/// the epoch. As an upper bound a bare date means the end of that day, so
+/// `--from 2024-03-01 --to 2024-03-31` covers all of March.
+pub fn parse_date(text: &str, bound: Bound) -> anyhow::Result<i64> {
+    let text = text.trim();
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    if let Ok(dt) = text.parse::<jiff::civil::DateTime>() {
+        if text.len() > 10 {
+            return Ok(dt
+                .to_zoned(jiff::tz::TimeZone::UTC)?
+                .timestamp()
+                .as_millisecond());
+        }
+    }
+    let date: jiff::civil::Date = text.parse().with_context(|| {
+        format!("`{text}` is not a date (YYYY-MM-DD, YYYY-MM-DDTHH:MM or RFC 3339)")
+    })?;
+    let date = match bound {
+        Bound::From => date,
+        Bound::To => date.tomorrow()?,
+    };
+    Ok(date
+        .to_zoned(jiff::tz::TimeZone::UTC)?
+        .timestamp()
+        .as_millisecond())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_parse_as_utc_and_bare_upper_bounds_cover_the_day() {
+        assert_eq!(
+            parse_date("2026-03-02", Bound::From).unwrap(),
+            1_772_409_600_000
+        );
+        assert_eq!(
+            parse_date("2026-03-02", Bound::To).unwrap(),
+            1_772_409_600_000 + 86_400_000
+        );
+        assert_eq!(
+            parse_date("2026-03-02T09:14:05", Bound::To).unwrap(),
+            1_772_442_845_000
+        );
+        assert_eq!(
+            parse_date("2026-03-02T10:14:05+01:00", Bound::From).unwrap(),
+            1_772_442_845_000
+        );
+        assert!(parse_date("last tuesday", Bound::From).is_err());
+        assert_eq!(date_time(1_772_442_845_000), "2026-03-02 09:14");
+        assert_eq!(clock(65.25), "01:05.2");
+    }
+}

@@ -1,0 +1,435 @@
+//! End to end: `callpipe run` over the bundled sample calls, then `search` and `calls`, with
+//! the installed default models (`callpipe model install`; scripts/test.sh installs them).
+//!
+//! One indexed data directory is shared by the read-only tests; the rerun and the kill test
+//! work on their own copies.
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn callpipe(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callpipe"));
+    cmd.env_remove("CALLPIPE_CONFIG")
+        .env("NO_COLOR", "1")
+        .args(["--threads", "2", "--data-dir"])
+        .arg(data_dir);
+    cmd
+}
+
+/// The samples plus one corrupt recording, in a fresh directory.
+fn input_dir(into: &Path) -> PathBuf {
+    let input = into.join("input");
+    std::fs::create_dir_all(input.join("nested")).unwrap();
+    for entry in std::fs::read_dir(root().join("samples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && path.extension().is_some_and(|e| e != "md") {
+            let to = if path.to_string_lossy().contains("parcel") {
+                input.join("nested").join(path.file_name().unwrap())
+            } else {
+                input.join(path.file_name().unwrap())
+            };
+            std::fs::copy(&path, to).unwrap();
+        }
+    }
+    std::fs::copy(
+        root().join("tests/fixtures/eval/audio/broken_ps_evil.wav"),
+        input.join("2026-07-01T10-00-00_corrupt.wav"),
+    )
+    .unwrap();
+    // Not audio by extension: never picked up.
+    std::fs::write(input.join("notes.txt"), "not a call").unwrap();
+    input
+}
+
+fn run_json(data_dir: &Path, args: &[&str]) -> (Value, String, bool) {
+    let output = callpipe(data_dir)
+        .arg("run")
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let summary = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: stdout {stdout:?} stderr {stderr}"));
+    (summary, stderr, output.status.success())
+}
+
+fn lines(data_dir: &Path, args: &[&str]) -> Vec<Value> {
+    let output = callpipe(data_dir).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn search(data_dir: &Path, query: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["search", "--json", query];
+    args.extend_from_slice(extra);
+    lines(data_dir, &args)
+}
+
+struct Indexed {
+    _tmp: tempfile::TempDir,
+    input: PathBuf,
+    data: PathBuf,
+    summary: Value,
+}
+
+/// The samples indexed once, for every read-only test.
+fn indexed() -> &'static Indexed {
+    static INDEXED: OnceLock<Indexed> = OnceLock::new();
+    INDEXED.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = input_dir(tmp.path());
+        let data = tmp.path().join("data");
+        let (summary, stderr, ok) = run_json(&data, &[input.to_str().unwrap()]);
+        assert!(!ok, "a failed call makes the exit status non-zero");
+        assert_eq!(summary["calls_found"], 6, "{summary} {stderr}");
+        assert_eq!(summary["calls_indexed"], 5, "{summary} {stderr}");
+        assert_eq!(summary["calls_failed"], 1, "{summary}");
+        Indexed {
+            _tmp: tmp,
+            input,
+            data,
+            summary,
+        }
+    })
+}
+
+fn file_of(hit: &Value) -> String {
+    hit["call"]["source"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// (call, channel, seq) of every segment, via `calls show`, with duplicates detected.
+fn segment_keys(data: &Path) -> Vec<(String, u64, u64)> {
+    let mut keys = Vec::new();
+    for call in lines(data, &["calls", "list", "--json", "--status", "indexed"]) {
+        let id = call["call_id"].as_str().unwrap();
+        let shown = lines(data, &["calls", "show", "--json", id]);
+        for s in shown[0]["segments"].as_array().unwrap() {
+            keys.push((
+                id.to_owned(),
+                s["key"]["channel"].as_u64().unwrap(),
+                s["key"]["seq"].as_u64().unwrap(),
+            ));
+        }
+        assert_eq!(
+            call["segments"].as_u64().unwrap() as usize,
+            shown[0]["segments"].as_array().unwrap().len(),
+            "the record's count matches its segments"
+        );
+    }
+    keys
+}
+
+/// Vectors and segments straight from the embedded stores' files.
+fn store_counts(data: &Path) -> (u64, u64) {
+    let vectors = rusqlite::Connection::open(data.join("vectors.db")).unwrap();
+    let v: u64 = vectors
+        .query_row("SELECT count(*) FROM vectors", [], |r| r.get(0))
+        .unwrap();
+    let distinct: u64 = vectors
+        .query_row(
+            "SELECT count(*) FROM (SELECT DISTINCT call_id, channel, seq FROM vectors)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v, distinct, "no duplicate vectors");
+    let meta = rusqlite::Connection::open(data.join("metadata.db")).unwrap();
+    let s: u64 = meta
+        .query_row("SELECT count(*) FROM segments", [], |r| r.get(0))
+        .unwrap();
+    (v, s)
+}
+
+#[test]
+fn run_indexes_the_samples_and_records_the_corrupt_file() {
+    let ix = indexed();
+    let s = &ix.summary;
+    assert!(s["audio_hours"].as_f64().unwrap() > 250.0 / 3600.0, "{s}");
+    assert!(s["speech_hours"].as_f64().unwrap() > 0.0);
+    assert!(s["segments"].as_u64().unwrap() >= 30, "{s}");
+    assert!(s["x_realtime"].as_f64().unwrap() > 1.0, "{s}");
+    let failures = s["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("corrupt.wav"));
+    assert!(
+        failures[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("corrupt.wav"),
+        "the reason names the file: {}",
+        failures[0]
+    );
+
+    // The failure is recorded on its call, with the stage and the reason.
+    let failed = lines(&ix.data, &["calls", "list", "--json", "--status", "failed"]);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["status"], "failed");
+    assert_eq!(failed[0]["error"]["stage"], "ingest");
+    assert!(failed[0]["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("file:///"));
+    let all = lines(&ix.data, &["calls", "list", "--json"]);
+    assert_eq!(all.len(), 6);
+    // Newest recording first: dates come from the file names.
+    assert!(file_of(&serde_json::json!({"call": all[0]})).contains("corrupt"));
+    assert!(file_of(&serde_json::json!({"call": all[5]})).contains("jfk"));
+
+    let (vectors, segments) = store_counts(&ix.data);
+    assert_eq!(vectors, segments, "one vector per segment");
+    assert_eq!(segments, s["segments"].as_u64().unwrap());
+}
+
+#[test]
+fn semantic_search_finds_paraphrases() {
+    let ix = indexed();
+    for (query, file) in [
+        (
+            "I was billed two times for the same purchase",
+            "billing-refund",
+        ),
+        (
+            "my home wifi keeps disconnecting at night",
+            "internet-outage",
+        ),
+        ("the package I ordered never showed up", "parcel-delivery"),
+        (
+            "I want to end my plan and stop paying every month",
+            "subscription-cancel",
+        ),
+    ] {
+        let hits = search(&ix.data, query, &["--limit", "3"]);
+        assert!(!hits.is_empty(), "{query}");
+        assert!(
+            file_of(&hits[0]).contains(file),
+            "{query:?} → {} ({})",
+            file_of(&hits[0]),
+            hits[0]["segment"]["text"]
+        );
+        assert!(hits[0]["vector_rank"].as_u64().is_some(), "{}", hits[0]);
+    }
+}
+
+#[test]
+fn keyword_search_finds_the_rare_word_with_context() {
+    let ix = indexed();
+    let hits = search(&ix.data, "pharmacy", &[]);
+    assert!(!hits.is_empty());
+    let top = &hits[0];
+    assert!(file_of(top).contains("billing-refund"), "{top}");
+    assert_eq!(top["keyword_rank"], 1);
+    assert!(top["segment"]["text"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("pharmacy"));
+    // Every segment that says the word is in the results, all from that call.
+    let with_word: Vec<&Value> = hits.iter().filter(|h| h["keyword_rank"].is_u64()).collect();
+    assert!(with_word.iter().all(|h| file_of(h).contains("billing")));
+    // The result carries the moment, the role and the neighbouring turns.
+    let seg = &top["segment"];
+    assert!(seg["end_s"].as_f64().unwrap() > seg["start_s"].as_f64().unwrap());
+    assert!(["agent", "customer"].contains(&seg["role"].as_str().unwrap()));
+    assert!(
+        !top["before"].as_array().unwrap().is_empty()
+            || !top["after"].as_array().unwrap().is_empty()
+    );
+}
+
+#[test]
+fn filters_exclude() {
+    let ix = indexed();
+    let query = "pharmacy refund charged twice";
+    // Date: the billing call is from March 2026.
+    let after = search(&ix.data, query, &["--from", "2026-04-01"]);
+    assert!(!after.is_empty());
+    assert!(after.iter().all(|h| !file_of(h).contains("billing")));
+    let march = search(
+        &ix.data,
+        query,
+        &["--from", "2026-03-01", "--to", "2026-03-31"],
+    );
+    assert!(!march.is_empty());
+    assert!(march.iter().all(|h| file_of(h).contains("billing")));
+    // Role.
+    for role in ["agent", "customer"] {
+        let hits = search(&ix.data, query, &["--role", role]);
+        assert!(!hits.is_empty());
+        assert!(hits.iter().all(|h| h["segment"]["role"] == role), "{role}");
+    }
+    // Call id.
+    let id = march[0]["call"]["call_id"].as_str().unwrap().to_owned();
+    let in_call = search(&ix.data, "delivery", &["--call", &id]);
+    assert!(in_call.iter().all(|h| h["call"]["call_id"] == id.as_str()));
+    // Duration: only the 11 s JFK clip is under 30 s.
+    let short = search(&ix.data, query, &["--max-duration", "30"]);
+    assert!(!short.is_empty());
+    assert!(short.iter().all(|h| file_of(h).contains("jfk")));
+    // Source prefix: the parcel call sits in a subfolder.
+    let nested = ix.input.join("nested/");
+    let nested = format!("{}/", nested.display().to_string().trim_end_matches('/'));
+    let hits = search(&ix.data, query, &["--source", &nested]);
+    assert!(!hits.is_empty());
+    assert!(hits.iter().all(|h| file_of(h).contains("parcel")));
+}
+
+#[test]
+fn show_prints_both_parties_interleaved_by_time() {
+    let ix = indexed();
+    let billing = ix.input.join("2026-03-02T09-14-05_billing-refund.wav");
+    let output = callpipe(&ix.data)
+        .args(["calls", "show"])
+        .arg(&billing)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("status    indexed"), "{text}");
+    let turns: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
+    assert!(turns.len() >= 8, "{text}");
+    assert!(turns.iter().any(|l| l.contains("] agent")));
+    assert!(turns.iter().any(|l| l.contains("] customer")));
+    // Time order.
+    let starts: Vec<&str> = turns.iter().map(|l| &l[1..8]).collect();
+    let mut sorted = starts.clone();
+    sorted.sort();
+    assert_eq!(starts, sorted);
+}
+
+#[test]
+fn rerun_is_idempotent_and_force_replaces() {
+    let ix = indexed();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&ix.data, &data);
+    let before = segment_keys(&data);
+    let unique: HashSet<_> = before.iter().collect();
+    assert_eq!(unique.len(), before.len(), "no duplicate segments");
+
+    let (summary, _, _) = run_json(&data, &[ix.input.to_str().unwrap()]);
+    assert_eq!(summary["calls_skipped"], 5, "{summary}");
+    assert_eq!(summary["calls_indexed"], 0, "{summary}");
+    assert_eq!(
+        summary["calls_failed"], 1,
+        "the corrupt file is retried: {summary}"
+    );
+    assert_eq!(segment_keys(&data), before);
+
+    let (summary, _, _) = run_json(&data, &["--force", ix.input.to_str().unwrap()]);
+    assert_eq!(summary["calls_indexed"], 5, "{summary}");
+    // Replaced, not added to. (Batches are formed differently on each run, and float
+    // rounding may change a segment boundary, so the count is compared with a margin.)
+    let after = segment_keys(&data);
+    let unique: HashSet<_> = after.iter().collect();
+    assert_eq!(unique.len(), after.len(), "no duplicate segments");
+    assert!(
+        after.len().abs_diff(before.len()) * 10 <= before.len(),
+        "{} segments after --force, {} before",
+        after.len(),
+        before.len()
+    );
+    let (vectors, segments) = store_counts(&data);
+    assert_eq!(
+        (vectors, segments),
+        (after.len() as u64, after.len() as u64)
+    );
+}
+
+#[test]
+fn a_killed_run_resumes_and_indexes_every_call_exactly_once() {
+    let ix = indexed();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut child = callpipe(&data)
+        .arg("run")
+        .arg(&ix.input)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as the first call is indexed: others are mid-flight.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let started = Instant::now();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line.starts_with("indexed ") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no call indexed"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = lines(&data, &["calls", "list", "--json", "--status", "indexed"]);
+    assert!(
+        !partial.is_empty() && partial.len() < 5,
+        "killed mid-run: {} indexed",
+        partial.len()
+    );
+
+    let (summary, _, _) = run_json(&data, &[ix.input.to_str().unwrap()]);
+    assert_eq!(
+        summary["calls_skipped"].as_u64().unwrap() + summary["calls_indexed"].as_u64().unwrap(),
+        5,
+        "{summary}"
+    );
+    assert!(summary["calls_skipped"].as_u64().unwrap() >= partial.len() as u64);
+    let indexed_calls = lines(&data, &["calls", "list", "--json", "--status", "indexed"]);
+    assert_eq!(indexed_calls.len(), 5);
+    let keys = segment_keys(&data);
+    let unique: HashSet<_> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "no duplicate segments");
+    let clean = ix.summary["segments"].as_u64().unwrap() as usize;
+    assert!(
+        keys.len().abs_diff(clean) * 10 <= clean,
+        "{} vs {clean}",
+        keys.len()
+    );
+    let (vectors, segments) = store_counts(&data);
+    assert_eq!(vectors, segments, "no orphan or duplicate vectors");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
