@@ -162,15 +162,30 @@ fn push_filter(sql: &mut String, args: &mut Vec<Value>, filter: &SearchFilter, w
     }
 }
 
+/// Function words that appear in nearly every spoken sentence. Matching on them makes FTS5
+/// score most of the index for no ranking benefit (BM25 gives them almost no weight), so they
+/// are left out of a query unless the query has nothing else.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "do", "for", "from", "had", "has",
+    "have", "i", "if", "in", "is", "it", "me", "my", "of", "on", "or", "our", "so", "that", "the",
+    "their", "there", "they", "this", "to", "was", "we", "were", "what", "with", "you", "your",
+];
+
 /// Turns what a user typed into an FTS5 query that matches any of its words. Every word is
 /// quoted, so FTS5 operators (`AND`, `NEAR`, `*`, `col:`) and stray quotes are just text.
 pub(crate) fn fts_query(text: &str) -> Option<String> {
-    let words: Vec<String> = text
+    let words: Vec<&str> = text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(|w| format!("\"{w}\""))
         .collect();
-    (!words.is_empty()).then(|| words.join(" OR "))
+    let content: Vec<&str> = words
+        .iter()
+        .copied()
+        .filter(|w| !STOPWORDS.contains(&w.to_lowercase().as_str()))
+        .collect();
+    let chosen = if content.is_empty() { words } else { content };
+    let quoted: Vec<String> = chosen.iter().map(|w| format!("\"{w}\"")).collect();
+    (!quoted.is_empty()).then(|| quoted.join(" OR "))
 }
 
 #[async_trait]
@@ -328,31 +343,64 @@ impl MetadataStore for SqliteMetadata {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // FTS5 keeps only the best `n` when asked for `ORDER BY rank LIMIT n`, instead of
+        // scoring, joining and sorting every match; filters and stale revisions are applied to
+        // that top list, which grows until it yields `limit` hits or holds every match.
         let mut sql = format!(
-            "SELECT s.call_id, s.revision, s.channel, s.seq, bm25(segments_fts)
-             FROM segments_fts JOIN segments s ON s.id = segments_fts.rowid {CURRENT}
-             WHERE segments_fts MATCH ?"
+            "WITH top AS MATERIALIZED (
+                SELECT rowid AS id, rank FROM segments_fts
+                WHERE segments_fts MATCH ?1 ORDER BY rank LIMIT ?2
+             )
+             SELECT s.call_id, s.revision, s.channel, s.seq, top.rank, (SELECT count(*) FROM top)
+             FROM top JOIN segments s ON s.id = top.id {CURRENT}
+             WHERE 1 = 1"
         );
-        let mut args = vec![Value::Text(fts)];
+        let mut args = vec![Value::Text(fts), Value::Integer(0)];
         push_filter(&mut sql, &mut args, filter, true);
-        sql.push_str(" ORDER BY bm25(segments_fts) LIMIT ?");
-        args.push(Value::Integer(limit.min(i64::MAX as usize) as i64));
+        sql.push_str(" ORDER BY top.rank LIMIT ?");
+        let limit = limit.min(1 << 40) as i64;
+        args.push(Value::Integer(limit));
+        let filtered = filter != &SearchFilter::default();
         self.db
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params_from_iter(args), |r| {
-                    Ok(ScoredKey {
-                        key: SegmentKey {
-                            call_id: CallId::from_stored(r.get::<_, String>(0)?),
-                            revision: Revision::new(r.get::<_, String>(1)?),
-                            channel: r.get(2)?,
-                            seq: r.get(3)?,
-                        },
-                        // FTS5's bm25() is lower-is-better; the trait wants higher-is-better.
-                        score: -(r.get::<_, f64>(4)? as f32),
-                    })
-                })?;
-                rows.collect()
+                let mut fetch = if filtered { limit * 8 } else { limit };
+                loop {
+                    args[1] = Value::Integer(fetch);
+                    let mut top_size = 0i64;
+                    let hits = stmt
+                        .query_map(params_from_iter(args.iter()), |r| {
+                            top_size = r.get(5)?;
+                            Ok(ScoredKey {
+                                key: SegmentKey {
+                                    call_id: CallId::from_stored(r.get::<_, String>(0)?),
+                                    revision: Revision::new(r.get::<_, String>(1)?),
+                                    channel: r.get(2)?,
+                                    seq: r.get(3)?,
+                                },
+                                // FTS5's rank (bm25) is lower-is-better; the trait wants
+                                // higher-is-better.
+                                score: -(r.get::<_, f64>(4)? as f32),
+                            })
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    // Done when enough survived, or the top list already held every match.
+                    if hits.len() as i64 >= limit || (top_size < fetch && !hits.is_empty()) {
+                        return Ok(hits);
+                    }
+                    if fetch >= 1 << 40 {
+                        return Ok(hits);
+                    }
+                    let total: i64 = conn
+                        .prepare_cached(
+                            "SELECT count(*) FROM segments_fts WHERE segments_fts MATCH ?1",
+                        )?
+                        .query_row([&args[0]], |r| r.get(0))?;
+                    if fetch >= total {
+                        return Ok(hits);
+                    }
+                    fetch = (fetch * 8).min(total);
+                }
             })
             .await
     }
