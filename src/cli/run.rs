@@ -19,10 +19,8 @@ use serde::Serialize;
 
 use callpipe_common::ids::{CallId, Revision};
 use callpipe_common::store::{now_ms, CallError, CallRecord, CallStatus, MetadataStore};
-use callpipe_common::Role;
 use callpipe_index::Indexer;
 use callpipe_ingest::source::{discover, LocalSource};
-use callpipe_transcribe::ChannelSpeech;
 
 use super::transcribe::{Asr, EngineArgs};
 use super::Context;
@@ -390,24 +388,8 @@ impl CallWorker<'_> {
         };
         call.duration_s = audio.duration_s;
         call.speech_s = audio.channels.iter().map(|c| c.speech_s()).sum();
-        let mirrored = audio.mirrored;
-        call.channels = if mirrored {
-            vec![Role::Mixed]
-        } else {
-            audio.channels.iter().map(|c| c.role).collect()
-        };
-        let channels: Vec<ChannelSpeech> = audio
-            .channels
-            .into_iter()
-            // The same audio on both channels is one mixed channel, transcribed once.
-            .take(if mirrored { 1 } else { usize::MAX })
-            .map(|c| ChannelSpeech {
-                channel: c.channel,
-                role: if mirrored { Role::Mixed } else { c.role },
-                segments: c.segments,
-                samples: c.samples,
-            })
-            .collect();
+        let channels = self.asr.channels(audio);
+        call.channels = channels.iter().map(|c| c.role).collect();
         call.stage_times.ingest_s = t0.elapsed().as_secs_f64();
 
         // Transcribe on the engine's workers (this thread only waits).

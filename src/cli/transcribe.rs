@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use callpipe_common::transcript::Transcript;
 use callpipe_common::{Role, SpeechSegment};
-use callpipe_ingest::{FrontEndOptions, RawFormat};
+use callpipe_ingest::{CallAudio, FrontEndOptions, RawFormat};
 use callpipe_transcribe::model::ModelStore;
 use callpipe_transcribe::{ChannelSpeech, Engine, Transcriber};
 
@@ -128,23 +128,13 @@ impl Asr {
         self.transcriber.engine().replicas() + 1
     }
 
-    /// Front end then transcription for one file.
-    pub async fn run_file(&self, ctx: &Context, path: PathBuf) -> Result<FileTranscript, String> {
-        let opts = Arc::clone(&self.front_end);
-        let file = path.display().to_string();
-        let call = ctx
-            .pool
-            .run(move || callpipe_ingest::process_file(&path, &opts))
-            .await
-            .map_err(|panic| format!("{file}: internal error while decoding: {panic}"))?
-            .map_err(|e| e.to_string())?;
+    /// What the engine transcribes of a decoded call: each channel's speech, or (with `--no-vad`)
+    /// the whole channel. The same audio on both channels is one mixed channel, transcribed once.
+    pub fn channels(&self, call: CallAudio) -> Vec<ChannelSpeech> {
         let vad = self.front_end.vad.is_some();
-        let duration_s = call.duration_s;
         let mirrored = call.mirrored;
-        let channels: Vec<ChannelSpeech> = call
-            .channels
+        call.channels
             .into_iter()
-            // The same audio on both channels is one mixed channel, transcribed once.
             .take(if mirrored { 1 } else { usize::MAX })
             .map(|c| ChannelSpeech {
                 channel: c.channel,
@@ -159,7 +149,21 @@ impl Asr {
                 },
                 samples: c.samples,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Front end then transcription for one file.
+    pub async fn run_file(&self, ctx: &Context, path: PathBuf) -> Result<FileTranscript, String> {
+        let opts = Arc::clone(&self.front_end);
+        let file = path.display().to_string();
+        let call = ctx
+            .pool
+            .run(move || callpipe_ingest::process_file(&path, &opts))
+            .await
+            .map_err(|panic| format!("{file}: internal error while decoding: {panic}"))?
+            .map_err(|e| e.to_string())?;
+        let (duration_s, truncated) = (call.duration_s, call.truncated);
+        let channels = self.channels(call);
         let transcriber = Arc::clone(&self.transcriber);
         let transcript = tokio::task::spawn_blocking(move || transcriber.transcribe(&channels))
             .await
@@ -168,7 +172,7 @@ impl Asr {
         Ok(FileTranscript {
             file,
             duration_s,
-            truncated: call.truncated,
+            truncated,
             transcript,
         })
     }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use callpipe_common::ids::{CallId, Revision};
+use callpipe_common::ids::CallId;
 use callpipe_common::store::{
     CallRecord, CallStatus, MetadataStore, ScoredKey, SearchFilter, SegmentDoc, SegmentKey,
     StoreError,
@@ -11,7 +11,7 @@ use callpipe_common::store::{
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
-use super::sqlite::{json_error, Db};
+use super::sqlite::{json_error, key_at, role_at, Db};
 
 const BACKEND: &str = "metadata store";
 const VERSION: i64 = 1;
@@ -79,17 +79,9 @@ const SEGMENT_COLUMNS: &str =
 const CURRENT: &str = "JOIN calls c ON c.call_id = s.call_id AND c.revision = s.revision";
 
 fn segment_from_row(row: &Row<'_>) -> rusqlite::Result<SegmentDoc> {
-    let role: String = row.get(4)?;
     Ok(SegmentDoc {
-        key: SegmentKey {
-            call_id: CallId::from_stored(row.get::<_, String>(0)?),
-            revision: Revision::new(row.get::<_, String>(1)?),
-            channel: row.get(2)?,
-            seq: row.get(3)?,
-        },
-        role: role.parse().map_err(|e: String| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
-        })?,
+        key: key_at(row, 0)?,
+        role: role_at(row, 4)?,
         start_s: row.get(5)?,
         end_s: row.get(6)?,
         text: row.get(7)?,
@@ -372,12 +364,7 @@ impl MetadataStore for SqliteMetadata {
                         .query_map(params_from_iter(args.iter()), |r| {
                             top_size = r.get(5)?;
                             Ok(ScoredKey {
-                                key: SegmentKey {
-                                    call_id: CallId::from_stored(r.get::<_, String>(0)?),
-                                    revision: Revision::new(r.get::<_, String>(1)?),
-                                    channel: r.get(2)?,
-                                    seq: r.get(3)?,
-                                },
+                                key: key_at(r, 0)?,
                                 // FTS5's rank (bm25) is lower-is-better; the trait wants
                                 // higher-is-better.
                                 score: -(r.get::<_, f64>(4)? as f32),
@@ -423,6 +410,7 @@ impl MetadataStore for SqliteMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callpipe_common::ids::Revision;
 
     #[tokio::test]
     async fn conformance() {

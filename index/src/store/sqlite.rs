@@ -5,8 +5,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use callpipe_common::store::StoreError;
-use rusqlite::Connection;
+use callpipe_common::ids::{CallId, Revision};
+use callpipe_common::store::{SegmentKey, StoreError};
+use callpipe_common::Role;
+use rusqlite::{Connection, Row};
 
 /// One connection behind a mutex: SQLite serialises writers anyway, and a single connection
 /// keeps its prepared-statement cache warm.
@@ -121,4 +123,22 @@ pub(crate) fn error(backend: &'static str, path: &str, e: rusqlite::Error) -> St
 /// A JSON (de)serialisation failure as a rusqlite error, so it travels the same path.
 pub(crate) fn json_error(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// Reads a [`SegmentKey`] from columns `call_id, revision, channel, seq` at `first..first + 4`.
+pub(crate) fn key_at(row: &Row<'_>, first: usize) -> rusqlite::Result<SegmentKey> {
+    Ok(SegmentKey {
+        call_id: CallId::from_stored(row.get::<_, String>(first)?),
+        revision: Revision::new(row.get::<_, String>(first + 1)?),
+        channel: row.get(first + 2)?,
+        seq: row.get(first + 3)?,
+    })
+}
+
+/// Reads a role stored by its name.
+pub(crate) fn role_at(row: &Row<'_>, column: usize) -> rusqlite::Result<Role> {
+    let name: String = row.get(column)?;
+    name.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
+    })
 }

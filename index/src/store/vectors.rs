@@ -12,14 +12,14 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use callpipe_common::ids::{CallId, Revision};
+use callpipe_common::ids::CallId;
 use callpipe_common::store::{
     CallFacets, ScoredKey, SearchFilter, SegmentKey, StoreError, VectorDoc, VectorIndex,
 };
 use callpipe_common::Role;
 use rusqlite::{params, OptionalExtension};
 
-use super::sqlite::Db;
+use super::sqlite::{key_at, role_at, Db};
 
 const BACKEND: &str = "vector index";
 const VERSION: i64 = 1;
@@ -193,22 +193,14 @@ fn load(conn: &mut rusqlite::Connection, dim: usize) -> rusqlite::Result<Table> 
         for (v, b) in vector.iter_mut().zip(blob.chunks_exact(4)) {
             *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
-        let role: String = r.get(4)?;
         let source: String = r.get(5)?;
         let source = sources
             .entry(source.clone())
             .or_insert_with(|| source.into())
             .clone();
         let row = Row {
-            key: SegmentKey {
-                call_id: CallId::from_stored(r.get::<_, String>(0)?),
-                revision: Revision::new(r.get::<_, String>(1)?),
-                channel: r.get(2)?,
-                seq: r.get(3)?,
-            },
-            role: role.parse().map_err(|e: String| {
-                rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
-            })?,
+            key: key_at(r, 0)?,
+            role: role_at(r, 4)?,
             source,
             recorded_at_ms: r.get(6)?,
             call_duration_s: r.get(7)?,
@@ -427,6 +419,7 @@ impl VectorIndex for DiskVectorIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callpipe_common::ids::Revision;
 
     #[tokio::test]
     async fn conformance() {
