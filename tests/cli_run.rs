@@ -433,3 +433,42 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn sigterm_finishes_the_calls_in_flight_and_starts_no_more() {
+    let ix = indexed();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut child = callpipe(&data)
+        .args(["run", "--json"])
+        .arg(&ix.input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines_seen = stderr.lines();
+    for line in lines_seen.by_ref() {
+        if line.unwrap().starts_with("indexed ") {
+            break;
+        }
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let rest: Vec<String> = lines_seen.map(|l| l.unwrap()).collect();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{rest:?}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        summary["calls_not_started"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    // Nothing was left half done: every call that started ended indexed or failed.
+    assert!(lines(&data, &["calls", "list", "--json", "--status", "pending"]).is_empty());
+    let started = lines(&data, &["calls", "list", "--json"]).len() as u64;
+    assert_eq!(
+        started + summary["calls_not_started"].as_u64().unwrap(),
+        6,
+        "{summary}"
+    );
+}

@@ -10,6 +10,7 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,8 @@ struct Summary {
     calls_indexed: usize,
     calls_skipped: usize,
     calls_failed: usize,
+    /// Left for the next run by an interruption (Ctrl-C, SIGTERM).
+    calls_not_started: usize,
     audio_hours: f64,
     speech_hours: f64,
     segments: usize,
@@ -144,7 +147,15 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         metadata: metadata.as_ref(),
         force: args.force,
     };
+    let stop = stop_on_signal();
+    let admitted = Arc::new(AtomicUsize::new(0));
     let mut outcomes = stream::iter(sources)
+        // After Ctrl-C or SIGTERM no new call starts; the ones in flight finish and are
+        // committed, so the rerun has less to do.
+        .take_while(|_| futures::future::ready(!stop.load(Ordering::SeqCst)))
+        .inspect(|_| {
+            admitted.fetch_add(1, Ordering::SeqCst);
+        })
         .map(|source| worker.process(source))
         .buffer_unordered(in_flight);
     while let Some((source, outcome)) = outcomes.next().await {
@@ -184,6 +195,13 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     progress.finish();
+    summary.calls_not_started = summary.calls_found - admitted.load(Ordering::SeqCst);
+    if summary.calls_not_started > 0 {
+        eprintln!(
+            "interrupted: {} calls not started; rerun the same command to continue",
+            summary.calls_not_started
+        );
+    }
 
     summary.wall_s = started.elapsed().as_secs_f64();
     summary.x_realtime = summary.audio_hours * 3600.0 / summary.wall_s.max(1e-9);
@@ -197,11 +215,48 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_summary(&summary);
     }
-    Ok(if summary.failures.is_empty() {
+    Ok(if summary.calls_not_started > 0 {
+        ExitCode::from(130)
+    } else if summary.failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A flag raised by the first Ctrl-C or SIGTERM. A second one exits at once: everything
+/// committed so far stays, and a rerun redoes the calls that were in flight.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for _ in 0..2 {
+            #[cfg(unix)]
+            let terminated = async {
+                match term.as_mut() {
+                    Some(term) => {
+                        term.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let terminated = std::future::pending::<()>();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("interrupted again: exiting now; rerun to finish the calls in flight");
+                std::process::exit(130);
+            }
+            eprintln!("stopping: finishing the calls in flight (press Ctrl-C again to quit now)");
+        }
+    });
+    stop
 }
 
 fn print_summary(s: &Summary) {
@@ -211,6 +266,13 @@ fn print_summary(s: &Summary) {
         "calls: {} indexed, {} skipped (already indexed), {} failed, of {} found",
         s.calls_indexed, s.calls_skipped, s.calls_failed, s.calls_found
     );
+    if s.calls_not_started > 0 {
+        let _ = writeln!(
+            out,
+            "       {} not started (interrupted; rerun to continue)",
+            s.calls_not_started
+        );
+    }
     let _ = writeln!(
         out,
         "audio: {:.3} h, speech {:.3} h, {} searchable segments",
