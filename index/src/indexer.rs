@@ -57,7 +57,8 @@ pub struct IndexTimes {
 /// crash at any point harmless:
 /// 1. the full transcript to the object store (replacing any earlier write of this revision);
 /// 2. the vectors, replacing all of the call's earlier vectors;
-/// 3. the segments and the call record, in one commit that marks the call `indexed`.
+/// 3. the segments and the call record, in one commit that marks the call `indexed`;
+/// 4. earlier revisions' transcripts are deleted.
 ///
 /// Until step 3 the call is not indexed, so a rerun redoes it; steps 1 and 2 are replacements,
 /// so redoing them leaves no duplicates. Search only returns segments the metadata store calls
@@ -155,6 +156,15 @@ impl Indexer {
             .commit_call(call, &docs)
             .await
             .map_err(store_err)?;
+        // Earlier revisions' transcripts are orphans now. Removing them after the commit means
+        // a crash can at worst leave one behind, which the next index of this call removes.
+        let current = transcript_key(call);
+        let prefix = format!("transcripts/{}/", call.call_id);
+        for old in self.objects.list(&prefix).await.map_err(store_err)? {
+            if old.key != current {
+                self.objects.delete(&old.key).await.map_err(store_err)?;
+            }
+        }
         Ok(IndexTimes {
             embed_s,
             write_s: started.elapsed().as_secs_f64(),
