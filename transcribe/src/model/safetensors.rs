@@ -118,7 +118,11 @@ pub(crate) fn write_safetensors(tensors: &[(&str, &str, Vec<u64>)]) -> Vec<u8> {
         let bytes = shape.iter().product::<u64>() * item_size(dtype).unwrap();
         header.insert(
             (*name).into(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}),
+            serde_json::json!({
+                "dtype": dtype,
+                "shape": shape,
+                "data_offsets": [offset, offset + bytes],
+            }),
         );
         offset += bytes;
     }
