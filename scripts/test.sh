@@ -22,3 +22,4 @@ cargo build --release --locked
 "$CALLPIPE_BIN" model install
 echo "== cargo test"
 cargo test --release --workspace --locked
+scripts/terraform_check.sh
