@@ -93,16 +93,22 @@ impl Context {
     }
 }
 
-/// `mm:ss.s`, or `h:mm:ss` past the hour: a moment in a call.
+/// `mm:ss.s`, or `h:mm:ss.s` past the hour: a moment in a call.
 pub fn clock(seconds: f64) -> String {
+    clock_with(seconds, 1)
+}
+
+/// [`clock`] with `decimals` digits after the seconds.
+pub fn clock_with(seconds: f64, decimals: usize) -> String {
     let total = seconds.max(0.0);
     let h = (total / 3600.0).floor();
     let m = ((total - h * 3600.0) / 60.0).floor();
     let s = total - h * 3600.0 - m * 60.0;
+    let width = 3 + decimals;
     if h > 0.0 {
-        format!("{h}:{m:02}:{s:04.1}")
+        format!("{h}:{m:02}:{s:0width$.decimals$}")
     } else {
-        format!("{m:02}:{s:04.1}")
+        format!("{m:02}:{s:0width$.decimals$}")
     }
 }
 
@@ -174,5 +180,7 @@ mod tests {
         assert!(parse_date("last tuesday", Bound::From).is_err());
         assert_eq!(date_time(1_772_442_845_000), "2026-03-02 09:14");
         assert_eq!(clock(65.25), "01:05.2");
+        assert_eq!(clock_with(65.25, 2), "01:05.25");
+        assert_eq!(clock_with(3725.5, 2), "1:02:05.50");
     }
 }

@@ -15,6 +15,7 @@ use callpipe_ingest::{CallAudio, FrontEndOptions, RawFormat};
 use callpipe_transcribe::model::ModelStore;
 use callpipe_transcribe::{ChannelSpeech, Engine, Transcriber};
 
+use super::data::clock_with;
 use super::Context;
 
 /// Engine settings shared by `transcribe` and `eval`; each overrides `[transcribe]` config.
@@ -202,25 +203,13 @@ impl FileTranscript {
             writeln!(
                 out,
                 "  [{} → {}] {:<8} {}",
-                clock(segment.start_s),
-                clock(segment.end_s),
+                clock_with(segment.start_s, 2),
+                clock_with(segment.end_s, 2),
                 channel.role.as_str(),
                 segment.text
             )?;
         }
         Ok(())
-    }
-}
-
-/// `mm:ss.ss`, or `h:mm:ss.ss` past the hour.
-fn clock(seconds: f64) -> String {
-    let h = (seconds / 3600.0).floor();
-    let m = ((seconds - h * 3600.0) / 60.0).floor();
-    let s = seconds - h * 3600.0 - m * 60.0;
-    if h > 0.0 {
-        format!("{h}:{m:02}:{s:05.2}")
-    } else {
-        format!("{m:02}:{s:05.2}")
     }
 }
 
