@@ -375,9 +375,6 @@ impl MetadataStore for SqliteMetadata {
                     if hits.len() as i64 >= limit || (top_size < fetch && !hits.is_empty()) {
                         return Ok(hits);
                     }
-                    if fetch >= 1 << 40 {
-                        return Ok(hits);
-                    }
                     let total: i64 = conn
                         .prepare_cached(
                             "SELECT count(*) FROM segments_fts WHERE segments_fts MATCH ?1",
