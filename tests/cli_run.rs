@@ -247,7 +247,10 @@ fn keyword_search_finds_the_rare_word_with_context() {
     assert!(!hits.is_empty());
     let top = &hits[0];
     assert!(file_of(top).contains("billing-refund"), "{top}");
-    assert_eq!(top["keyword_rank"], 1);
+    // Found by its word (which of the segments saying it BM25 puts first depends on their
+    // lengths, so the top hit's keyword rank is not fixed).
+    assert!(top["keyword_rank"].is_u64(), "{top}");
+    assert!(hits.iter().any(|h| h["keyword_rank"] == 1), "{hits:?}");
     assert!(top["segment"]["text"]
         .as_str()
         .unwrap()
@@ -532,4 +535,199 @@ fn a_new_revision_replaces_the_old_one_without_orphans() {
             "old text is not searchable"
         );
     }
+}
+
+#[test]
+fn a_failed_new_revision_keeps_the_indexed_one_searchable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let call = input.join("call.wav");
+    let good = root().join("samples/2026-03-02T09-14-05_billing-refund.wav");
+    std::fs::copy(&good, &call).unwrap();
+    let data = tmp.path().join("data");
+    let (first, _, ok) = run_json(&data, &[input.to_str().unwrap()]);
+    assert!(ok, "{first}");
+    let indexed = lines(&data, &["calls", "list", "--json"]).remove(0);
+    let keyword_hits = |data: &Path| {
+        search(data, "pharmacy", &[])
+            .into_iter()
+            .filter(|h| h["keyword_rank"] != Value::Null)
+            .count()
+    };
+    assert!(keyword_hits(&data) > 0);
+
+    // A new recording at the same path that does not decode: the attempt fails and is
+    // recorded, and the indexed revision stays searchable with its facts.
+    std::fs::copy(
+        root().join("tests/fixtures/eval/audio/broken_ps_evil.wav"),
+        &call,
+    )
+    .unwrap();
+    let (second, _, ok) = run_json(&data, &[input.to_str().unwrap()]);
+    assert!(!ok, "{second}");
+    assert_eq!(second["calls_failed"], 1, "{second}");
+    let record = lines(&data, &["calls", "list", "--json"]).remove(0);
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_ne!(record["revision"], indexed["revision"], "{record}");
+    assert_eq!(record["indexed_revision"], indexed["revision"], "{record}");
+    assert_eq!(record["duration_s"], indexed["duration_s"], "{record}");
+    assert!(keyword_hits(&data) > 0, "the old revision is still found");
+    let hits = search(&data, "I was billed two times for the same purchase", &[]);
+    assert!(hits.iter().any(|h| h["vector_rank"] != Value::Null));
+    assert!(hits
+        .iter()
+        .all(|h| h["segment"]["key"]["revision"] == indexed["revision"]));
+
+    // The good recording back: already indexed, and the call is clean again.
+    std::fs::copy(&good, &call).unwrap();
+    let (third, _, ok) = run_json(&data, &[input.to_str().unwrap()]);
+    assert!(ok, "{third}");
+    assert_eq!(third["calls_skipped"], 1, "{third}");
+    let record = lines(&data, &["calls", "list", "--json"]).remove(0);
+    assert_eq!(record["status"], "indexed", "{record}");
+    assert_eq!(record["revision"], indexed["revision"], "{record}");
+    assert_eq!(record["error"], Value::Null, "{record}");
+}
+
+#[test]
+fn a_second_writer_is_refused_while_readers_still_work() {
+    let ix = indexed();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&ix.data, &data);
+    // Hold the writer lock the way a running `callpipe run` does.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(data.join("writer.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let output = callpipe(&data)
+        .args(["run", ix.input.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("another callpipe process"), "{stderr}");
+    assert!(stderr.contains(data.to_str().unwrap()), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!search(&data, "pharmacy", &[]).is_empty(), "search works");
+    assert!(!lines(&data, &["calls", "list", "--json"]).is_empty());
+    drop(lock);
+    let (summary, stderr, _) = run_json(&data, &[ix.input.to_str().unwrap()]);
+    assert_eq!(summary["calls_skipped"], 5, "{summary} {stderr}");
+}
+
+#[test]
+fn a_lost_or_corrupt_vector_file_is_rebuilt_and_leftovers_are_cleared() {
+    let ix = indexed();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&ix.data, &data);
+    let (vectors, segments) = store_counts(&data);
+    assert_eq!(vectors, segments);
+    let leftover = data.join("objects/transcripts/.tmp-interrupted");
+    std::fs::write(&leftover, b"half a transcript").unwrap();
+
+    // Garbage over the vector file: a reader says what is wrong, the writer rebuilds it.
+    std::fs::write(data.join("vectors.db"), vec![0x42; 4096]).unwrap();
+    let _ = std::fs::remove_file(data.join("vectors.db-wal"));
+    let _ = std::fs::remove_file(data.join("vectors.db-shm"));
+    let output = callpipe(&data)
+        .args(["search", "pharmacy"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("vector index"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (summary, stderr, _) = run_json(&data, &[ix.input.to_str().unwrap()]);
+    assert_eq!(summary["calls_skipped"], 5, "{summary} {stderr}");
+    assert!(stderr.contains("rebuilt the vector index"), "{stderr}");
+    assert_eq!(store_counts(&data), (segments, segments));
+    assert!(
+        !leftover.exists(),
+        "the interrupted write's temporary file is gone"
+    );
+    let moved_aside = std::fs::read_dir(&data)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().contains("unreadable")
+        })
+        .count();
+    assert_eq!(moved_aside, 1, "the damaged file is kept for inspection");
+    let hits = search(&data, "the package I ordered never showed up", &[]);
+    assert!(hits.iter().any(|h| h["vector_rank"] != Value::Null));
+
+    // Deleted outright: rebuilt as well.
+    for name in ["vectors.db", "vectors.db-wal", "vectors.db-shm"] {
+        let _ = std::fs::remove_file(data.join(name));
+    }
+    let (_, stderr, _) = run_json(&data, &[ix.input.to_str().unwrap()]);
+    assert!(stderr.contains("rebuilt the vector index"), "{stderr}");
+    assert_eq!(store_counts(&data), (segments, segments));
+}
+
+#[test]
+fn hostile_flags_and_inputs_get_one_clear_error() {
+    let ix = indexed();
+    for limit in ["0", "1001", "1000000000000", "18446744073709551615", "ten"] {
+        let output = callpipe(&ix.data)
+            .args(["search", "refund", "--limit", limit])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "--limit {limit}");
+        assert!(stderr.contains("--limit"), "--limit {limit}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    for (flag, value) in [
+        ("--max-duration", "NaN"),
+        ("--min-duration", "-5"),
+        ("--min-duration", "inf"),
+        ("--threads", "100000"),
+    ] {
+        // `--flag=value`, so a negative number is not taken for a flag of its own.
+        let output = callpipe(&ix.data)
+            .args(["search", "refund", &format!("{flag}={value}")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} {value}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    let long = "refund ".repeat(500);
+    let output = callpipe(&ix.data).args(["search", &long]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("at most 1000"), "{stderr}");
+
+    // Devices are refused by name, at once, without reading them.
+    let tmp = tempfile::tempdir().unwrap();
+    let output = callpipe(&tmp.path().join("data"))
+        .args(["run", "/dev/zero"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("/dev/zero"), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+}
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let ix = indexed();
+    let mut child = callpipe(&ix.data)
+        .args(["search", "refund", "--limit", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -0`: the reader is gone before anything is written.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
 }

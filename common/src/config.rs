@@ -39,11 +39,19 @@ pub struct Config {
 pub struct IngestConfig {
     /// Largest recording accepted, in bytes. Larger files fail before any decoding.
     pub max_file_bytes: u64,
-    /// Longest recording accepted, in seconds. Checked against the header up front and against
-    /// the decoded audio as it streams, so a header that lies cannot get past it.
+    /// Longest recording accepted, in seconds. Checked against the decoded audio as it streams;
+    /// a header's claim is only a hint, so a lying header can neither get past the limit nor
+    /// get a short file refused.
     pub max_duration_s: f64,
     /// Roles of the left and right channels of a stereo recording.
     pub stereo_roles: [Role; 2],
+    /// Most memory one call may hold while it waits for transcription, in MiB: the 16 kHz
+    /// audio kept around its speech (4 bytes a sample, 230 MB per hour of speech on one
+    /// channel) plus, when the recording is read into memory, its encoded bytes. Silence is
+    /// dropped as it streams, so this bounds a call by its speech, not by its length. A call
+    /// that needs more fails as permanent. The default holds about 4.6 channel-hours of
+    /// speech.
+    pub max_call_memory_mb: u64,
     /// Voice activity detection.
     pub vad: VadConfig,
 }
@@ -54,6 +62,7 @@ impl Default for IngestConfig {
             max_file_bytes: 2 * 1024 * 1024 * 1024,
             max_duration_s: 4.0 * 3600.0,
             stereo_roles: [Role::Agent, Role::Customer],
+            max_call_memory_mb: 1024,
             vad: VadConfig::default(),
         }
     }
@@ -69,15 +78,19 @@ pub struct VadConfig {
     /// model. Call audio is mostly one party listening, so this skips a large share of frames.
     /// Set it to -120 to run the model on every frame.
     pub gate_dbfs: f32,
-    /// Speech shorter than this (seconds) is dropped as a click or a cough.
+    /// Speech shorter than this (seconds) is dropped as a click or a cough. At most the speech
+    /// one segment holds (`max_segment_s - 2 * pad_s`).
     pub min_speech_s: f64,
-    /// Silence shorter than this (seconds) between two speech stretches is bridged.
+    /// Silence shorter than this (seconds) between two speech stretches is bridged. At most a
+    /// quarter of the speech one segment holds (`(max_segment_s - 2 * pad_s) / 4`), so the
+    /// length cap never cuts a segment out of a bridged pause.
     pub merge_gap_s: f64,
     /// Padding added before and after each segment (seconds), so word onsets and trailing
-    /// consonants are not clipped.
+    /// consonants are not clipped. At most `max_segment_s / 4`, so padding never takes more
+    /// than half of a segment.
     pub pad_s: f64,
-    /// Longest segment (seconds). Whisper sees at most 30 s at once; longer speech is split at
-    /// its quietest point.
+    /// Longest segment (seconds), padding included. Whisper sees at most 30 s at once; longer
+    /// speech is split at its quietest point.
     pub max_segment_s: f64,
 }
 
@@ -108,7 +121,7 @@ pub struct PoolConfig {
 pub enum Device {
     #[default]
     Cpu,
-    /// An NVIDIA GPU; needs a binary built with the `cuda` feature.
+    /// An NVIDIA GPU: needs its driver and cuBLAS 12 (`scripts/install-engine.sh --cuda`).
     Cuda,
 }
 
@@ -274,7 +287,7 @@ impl Default for StorageConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     /// Calls decoded ahead of the engine; 0 = enough to keep every replica busy. Bounds memory:
-    /// each holds its 16 kHz audio until transcribed.
+    /// each holds at most `ingest.max_call_memory_mb`, in practice the audio around its speech.
     pub calls_in_flight: usize,
     /// File extensions taken when a directory is walked (case-insensitive).
     pub extensions: Vec<String>,
@@ -292,6 +305,25 @@ impl Default for RunConfig {
             .to_vec(),
         }
     }
+}
+
+/// Bounds shared by [`Config::validate`] and the command-line flags that override the same
+/// keys, so a flag can never ask for what the config would refuse.
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    pub const SEARCH_LIMIT: RangeInclusive<usize> = 1..=1000;
+    pub const BATCH_SIZE: RangeInclusive<usize> = 1..=64;
+    pub const BEAM_SIZE: RangeInclusive<usize> = 1..=16;
+    /// 0 = one per core.
+    pub const REPLICAS: RangeInclusive<usize> = 0..=256;
+    /// 0 = one per core.
+    pub const THREADS: RangeInclusive<usize> = 0..=1024;
+    /// `calls list --limit`.
+    pub const LIST_LIMIT: RangeInclusive<usize> = 1..=1_000_000;
+    /// Characters in a search query: far more than anyone types, and the embedder reads only
+    /// its first 256 tokens anyway.
+    pub const QUERY_CHARS: usize = 1000;
 }
 
 /// A configuration that could not be loaded or is invalid. The message names the key.
@@ -343,6 +375,10 @@ impl Config {
         if ingest.max_duration_s.is_nan() || ingest.max_duration_s <= 0.0 {
             return invalid("ingest.max_duration_s", "must be greater than 0");
         }
+        // MiB to bytes must not overflow; 1 TiB is far past any machine this runs on.
+        if !(1..=1 << 20).contains(&ingest.max_call_memory_mb) {
+            return invalid("ingest.max_call_memory_mb", "must be within [1, 1048576]");
+        }
         let vad = &ingest.vad;
         if !(0.0..=1.0).contains(&vad.threshold) {
             return invalid("ingest.vad.threshold", "must be within [0, 1]");
@@ -362,15 +398,70 @@ impl Config {
         if !(-120.0..=0.0).contains(&vad.gate_dbfs) {
             return invalid("ingest.vad.gate_dbfs", "must be within [-120, 0]");
         }
+        // The length cap splits speech into pieces of at most `max_segment_s - 2 * pad_s` and
+        // pads each. So padding must leave most of a segment to speech (with `2 * pad_s` near
+        // `max_segment_s` the pieces shrink to single frames), the shortest speech kept must fit
+        // in one piece, and a bridged pause must stay shorter than the shortest piece the cap
+        // cuts (half of one; a quarter leaves room for rounding to 16 ms frames), or a piece
+        // could hold nothing but the pause, which Whisper fills with invented words.
+        if vad.pad_s * 4.0 > vad.max_segment_s {
+            return invalid(
+                "ingest.vad.pad_s",
+                "must be at most a quarter of ingest.vad.max_segment_s (2 * pad_s is padding \
+                 inside every segment)",
+            );
+        }
+        let speech_s = vad.max_segment_s - 2.0 * vad.pad_s;
+        if vad.min_speech_s > speech_s {
+            return invalid(
+                "ingest.vad.min_speech_s",
+                "must be at most ingest.vad.max_segment_s - 2 * ingest.vad.pad_s (the speech \
+                 one segment holds)",
+            );
+        }
+        if vad.merge_gap_s * 4.0 > speech_s {
+            return invalid(
+                "ingest.vad.merge_gap_s",
+                "must be at most (ingest.vad.max_segment_s - 2 * ingest.vad.pad_s) / 4, so the \
+                 length cap never cuts a segment out of a bridged pause",
+            );
+        }
         let t = &self.transcribe;
         if t.model.trim().is_empty() {
             return invalid("transcribe.model", "must name a model");
         }
-        if !(1..=64).contains(&t.batch_size) {
+        if !limits::BATCH_SIZE.contains(&t.batch_size) {
             return invalid("transcribe.batch_size", "must be within [1, 64]");
         }
-        if !(1..=16).contains(&t.beam_size) {
+        if !limits::BEAM_SIZE.contains(&t.beam_size) {
             return invalid("transcribe.beam_size", "must be within [1, 16]");
+        }
+        if !limits::REPLICAS.contains(&t.replicas) {
+            return invalid(
+                "transcribe.replicas",
+                "must be within [0, 256] (0 = one per core)",
+            );
+        }
+        if !limits::THREADS.contains(&self.pool.threads) {
+            return invalid(
+                "pool.threads",
+                "must be within [0, 1024] (0 = one per core)",
+            );
+        }
+        if t.threads_per_replica > 256 {
+            return invalid("transcribe.threads_per_replica", "must be at most 256");
+        }
+        if self.index.embed_threads > 256 {
+            return invalid(
+                "index.embed_threads",
+                "must be at most 256 (0 = one per core)",
+            );
+        }
+        if self.run.calls_in_flight > 1024 {
+            return invalid(
+                "run.calls_in_flight",
+                "must be at most 1024 (0 = automatic)",
+            );
         }
         if !(1..=16).contains(&t.best_of) {
             return invalid("transcribe.best_of", "must be within [1, 16]");
@@ -414,7 +505,7 @@ impl Config {
         if search.context > 20 {
             return invalid("search.context", "must be at most 20");
         }
-        if !(1..=1000).contains(&search.limit) {
+        if !limits::SEARCH_LIMIT.contains(&search.limit) {
             return invalid("search.limit", "must be within [1, 1000]");
         }
         if self.storage.data_dir.as_os_str().is_empty() {
@@ -466,5 +557,67 @@ mod tests {
             assert!(err.to_string().contains("ingest.vad.threshold"), "{err}");
             Ok(())
         });
+    }
+
+    fn with_vad(edit: impl FnOnce(&mut VadConfig)) -> Result<(), ConfigError> {
+        let mut config = Config::default();
+        edit(&mut config.ingest.vad);
+        config.validate()
+    }
+
+    /// The key an invalid config is rejected for; the message must name it too.
+    fn rejected_key(result: Result<(), ConfigError>) -> &'static str {
+        match result {
+            Err(err @ ConfigError::Invalid { key, .. }) => {
+                assert!(err.to_string().contains(key), "{err}");
+                key
+            }
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn vad_settings_that_cannot_shape_segments_are_rejected() {
+        // Once hung the segment builder: the padding alone fills the 1 s cap.
+        let hang = with_vad(|v| {
+            v.pad_s = 0.5;
+            v.max_segment_s = 1.0;
+        });
+        assert_eq!(rejected_key(hang), "ingest.vad.pad_s");
+
+        let long_blips = with_vad(|v| {
+            v.max_segment_s = 2.0;
+            v.pad_s = 0.25;
+            v.min_speech_s = 1.6;
+        });
+        assert_eq!(rejected_key(long_blips), "ingest.vad.min_speech_s");
+
+        let long_bridge = with_vad(|v| {
+            v.max_segment_s = 5.0;
+            v.merge_gap_s = 2.0;
+        });
+        assert_eq!(rejected_key(long_bridge), "ingest.vad.merge_gap_s");
+
+        // The limits themselves are accepted.
+        with_vad(|v| {
+            v.max_segment_s = 1.0;
+            v.pad_s = 0.25;
+            v.min_speech_s = 0.5;
+            v.merge_gap_s = 0.125;
+        })
+        .unwrap();
+        assert_eq!(
+            rejected_key(with_vad(|v| v.pad_s = f64::NAN)),
+            "ingest.vad.pad_s"
+        );
+    }
+
+    #[test]
+    fn call_memory_budget_must_be_positive() {
+        let mut config = Config::default();
+        config.ingest.max_call_memory_mb = 0;
+        assert_eq!(rejected_key(config.validate()), "ingest.max_call_memory_mb");
+        config.ingest.max_call_memory_mb = 64;
+        config.validate().unwrap();
     }
 }

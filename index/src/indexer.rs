@@ -3,8 +3,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use callpipe_common::ids::CallId;
 use callpipe_common::store::{
-    now_ms, CallRecord, CallStatus, MetadataStore, ObjectStore, StoreError, VectorDoc, VectorIndex,
+    now_ms, CallRecord, CallStatus, MetadataStore, ObjectStore, SearchFilter, SegmentDoc,
+    StoreError, VectorDoc, VectorIndex,
 };
 use callpipe_common::{ErrorKind, Transcript};
 
@@ -104,22 +106,7 @@ impl Indexer {
         let docs = units(&call.call_id, &call.revision, transcript, &self.rules);
 
         let started = Instant::now();
-        let texts: Vec<String> = docs.iter().map(|d| d.text.clone()).collect();
-        let embedder = self.embedder.clone();
-        // The embedder is CPU work on its own threads: run it from a blocking thread.
-        let vectors = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            embedder.embed(&refs)
-        })
-        .await
-        .map_err(|e| IndexError::Task {
-            call_id: call_id.clone(),
-            reason: e.to_string(),
-        })?
-        .map_err(|source| IndexError::Embed {
-            call_id: call_id.clone(),
-            source,
-        })?;
+        let vectors = self.embed(&call.call_id, &docs).await?;
         let embed_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
@@ -128,24 +115,13 @@ impl Indexer {
             .put(&transcript_key(call), json)
             .await
             .map_err(store_err)?;
-        let vector_docs: Vec<VectorDoc> = docs
-            .iter()
-            .zip(vectors)
-            .map(|(d, vector)| VectorDoc {
-                key: d.key.clone(),
-                role: d.role,
-                source: call.source.clone(),
-                recorded_at_ms: call.recorded_at_ms,
-                call_duration_s: call.duration_s,
-                vector,
-            })
-            .collect();
         self.vectors
-            .replace_call(&call.call_id, &vector_docs)
+            .replace_call(&call.call_id, &vector_docs(call, &docs, vectors))
             .await
             .map_err(store_err)?;
 
         call.status = CallStatus::Indexed;
+        call.indexed_revision = Some(call.revision.clone());
         call.error = None;
         call.segments = docs.len() as u32;
         call.language = Some(transcript.language.clone());
@@ -171,4 +147,76 @@ impl Indexer {
             units: docs.len(),
         })
     }
+
+    /// Rebuilds every indexed call's vectors from the segment text in the metadata store, for
+    /// a vector index that was lost or unreadable. Returns the number of vectors written.
+    pub async fn rebuild_vectors(&self) -> Result<u64, IndexError> {
+        let all = usize::MAX;
+        let calls = self
+            .metadata
+            .list_calls(None, &SearchFilter::default(), all)
+            .await
+            .map_err(|source| IndexError::Store {
+                call_id: "*".into(),
+                source,
+            })?;
+        let mut written = 0;
+        for call in calls.iter().filter(|c| c.indexed_revision.is_some()) {
+            let store_err = |source| IndexError::Store {
+                call_id: call.call_id.to_string(),
+                source,
+            };
+            let docs = self
+                .metadata
+                .segments(&call.call_id)
+                .await
+                .map_err(store_err)?;
+            let vectors = self.embed(&call.call_id, &docs).await?;
+            self.vectors
+                .replace_call(&call.call_id, &vector_docs(call, &docs, vectors))
+                .await
+                .map_err(store_err)?;
+            written += docs.len() as u64;
+        }
+        Ok(written)
+    }
+
+    /// The embeddings of `docs`' text, computed on the embedder's own threads.
+    async fn embed(
+        &self,
+        call_id: &CallId,
+        docs: &[SegmentDoc],
+    ) -> Result<Vec<Vec<f32>>, IndexError> {
+        let texts: Vec<String> = docs.iter().map(|d| d.text.clone()).collect();
+        let embedder = self.embedder.clone();
+        // The embedder is CPU work on its own threads: run it from a blocking thread.
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            embedder.embed(&refs)
+        })
+        .await
+        .map_err(|e| IndexError::Task {
+            call_id: call_id.to_string(),
+            reason: e.to_string(),
+        })?
+        .map_err(|source| IndexError::Embed {
+            call_id: call_id.to_string(),
+            source,
+        })
+    }
+}
+
+/// The vector documents of `call`'s units, with the call-level facts filters need.
+fn vector_docs(call: &CallRecord, docs: &[SegmentDoc], vectors: Vec<Vec<f32>>) -> Vec<VectorDoc> {
+    docs.iter()
+        .zip(vectors)
+        .map(|(d, vector)| VectorDoc {
+            key: d.key.clone(),
+            role: d.role,
+            source: call.source.clone(),
+            recorded_at_ms: call.recorded_at_ms,
+            call_duration_s: call.duration_s,
+            vector,
+        })
+        .collect()
 }

@@ -6,7 +6,8 @@
 //! audio per channel with speech segments marked, which is what transcription consumes.
 //!
 //! # Layout
-//! - [`decode`]: streaming decode to planar f32, one packet at a time (symphonia, libopus).
+//! - [`decode`]: streaming decode to planar f32, one packet at a time (symphonia, libopus),
+//!   and [`read_recording`], which reads a regular file into memory within a byte limit.
 //! - [`resample`]: per-channel streaming resampling to 16 kHz (rubato).
 //! - [`vad`]: per-channel voice activity detection (earshot) with an energy pre-gate, and the
 //!   segment shaping rules (padding, gap merging, ≤ 30 s cap).
@@ -24,6 +25,6 @@ pub mod resample;
 pub mod source;
 pub mod vad;
 
-pub use decode::{DecodeOptions, Decoder, RawEncoding, RawFormat, SourceInfo};
+pub use decode::{read_recording, DecodeOptions, Decoder, RawEncoding, RawFormat, SourceInfo};
 pub use error::IngestError;
 pub use frontend::{process_bytes, process_file, CallAudio, ChannelAudio, FrontEndOptions};

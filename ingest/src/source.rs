@@ -106,6 +106,10 @@ pub fn discover(paths: &[PathBuf], extensions: &[String]) -> (Vec<LocalSource>, 
 fn local_source(path: &Path) -> Result<LocalSource, String> {
     let canonical = path.canonicalize().map_err(|e| e.to_string())?;
     let meta = std::fs::metadata(&canonical).map_err(|e| e.to_string())?;
+    // A device, fifo or socket never ends (`/dev/zero`) or blocks the reader.
+    if !meta.is_file() {
+        return Err("not a regular file (a device, fifo or socket is not a recording)".into());
+    }
     let from_name = canonical
         .file_name()
         .and_then(|n| n.to_str())
@@ -253,5 +257,18 @@ mod tests {
         assert!(found.iter().all(|s| s.uri.starts_with("file:///")));
         assert_eq!(errors.len(), 1);
         assert!(errors[0].path.ends_with("missing.wav"), "{:?}", errors[0]);
+    }
+
+    #[test]
+    fn devices_are_refused_by_name() {
+        let (found, errors) = discover(&[PathBuf::from("/dev/zero")], &["wav".into()]);
+        assert!(found.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].path, "/dev/zero");
+        assert!(
+            errors[0].reason.contains("not a regular file"),
+            "{:?}",
+            errors[0]
+        );
     }
 }

@@ -100,15 +100,52 @@ impl Vad {
         self.model_frames
     }
 
-    /// Ends the stream and returns the speech segments.
-    pub fn finish(mut self) -> Vec<SpeechSegment> {
+    /// The score of every frame so far (score × 255); frame `i` covers samples
+    /// `i * FRAME .. (i + 1) * FRAME`.
+    pub fn scores(&self) -> &[u8] {
+        &self.scores
+    }
+
+    /// Scores the last, partial frame (padded with silence). Call it once the stream has
+    /// ended, to see every score before [`Vad::finish`].
+    pub fn flush(&mut self) {
         if self.filled > 0 {
             self.frame[self.filled..].fill(0.0);
             self.score_frame();
+            self.filled = 0;
         }
+    }
+
+    /// Ends the stream and returns the speech segments.
+    pub fn finish(mut self) -> Vec<SpeechSegment> {
+        self.flush();
         let duration_s = self.samples as f64 / SAMPLE_RATE as f64;
         segments_from_scores(&self.scores, &self.config, duration_s)
     }
+}
+
+/// The scores at which speech starts and, once started, ends: a region runs from a frame
+/// scoring at least `on` up to the first frame below `off` (or gated to 0). Regions depend
+/// only on the frames so far, which is what lets the front end drop audio as it streams.
+pub fn speech_levels(config: &VadConfig) -> (u8, u8) {
+    let on = (config.threshold * 255.0).round() as u8;
+    let off = ((config.threshold - HYSTERESIS).max(0.0) * 255.0).round() as u8;
+    (on, off)
+}
+
+/// How far (in samples) audio around a speech frame can end up inside a segment: the padding,
+/// plus a bridged pause, whose samples are all within a gap's length of the speech before it.
+/// The capping and the minimum length only ever drop or shorten, so they add nothing.
+pub fn speech_reach(config: &VadConfig) -> usize {
+    // Casts saturate: an absurd (unvalidated) padding keeps everything, never too little.
+    let pad = (config.pad_s.max(0.0) * SAMPLE_RATE as f64).ceil() as usize;
+    // One extra sample each side absorbs the floor/ceil of seconds back to samples.
+    pad.saturating_add(gap_frames(config).saturating_mul(FRAME))
+        .saturating_add(1)
+}
+
+fn gap_frames(config: &VadConfig) -> usize {
+    (config.merge_gap_s / FRAME_S).round() as usize
 }
 
 /// Turns per-frame scores into speech segments (see the module docs for the steps).
@@ -117,8 +154,7 @@ pub fn segments_from_scores(
     config: &VadConfig,
     duration_s: f64,
 ) -> Vec<SpeechSegment> {
-    let on = (config.threshold * 255.0).round() as u8;
-    let off = ((config.threshold - HYSTERESIS).max(0.0) * 255.0).round() as u8;
+    let (on, off) = speech_levels(config);
 
     // Raw regions in frames, with hysteresis.
     let mut regions: Vec<(usize, usize)> = Vec::new();
@@ -138,7 +174,7 @@ pub fn segments_from_scores(
     }
 
     // Bridge short gaps, then drop blips.
-    let gap = (config.merge_gap_s / FRAME_S).round() as usize;
+    let gap = gap_frames(config);
     let mut merged: Vec<(usize, usize)> = Vec::with_capacity(regions.len());
     for r in regions {
         match merged.last_mut() {
@@ -149,14 +185,24 @@ pub fn segments_from_scores(
     let min = (config.min_speech_s / FRAME_S).round() as usize;
     merged.retain(|r| r.1 - r.0 >= min.max(1));
 
+    // Padding may not take a whole segment. Validation keeps it far below that; the clamp is
+    // here so that no config (NaN or infinite values included) can make the cap below cut
+    // nothing. Padding past the call's length changes nothing, and keeps the times finite.
+    let pad = config
+        .pad_s
+        .max(0.0)
+        .min(((config.max_segment_s - FRAME_S) / 2.0).max(0.0))
+        .min(duration_s.max(0.0));
+
     // Cap the length by splitting at the quietest frame in the back half of each window.
-    let max = ((config.max_segment_s - 2.0 * config.pad_s) / FRAME_S)
+    let max = ((config.max_segment_s - 2.0 * pad) / FRAME_S)
         .floor()
         .max(1.0) as usize;
     let mut capped = Vec::with_capacity(merged.len());
     for (mut b, e) in merged {
         while e - b > max {
-            let lo = b + max / 2;
+            // The cut lies in (b, b + max], so every piece is non-empty and the loop advances.
+            let lo = b + (max / 2).max(1);
             let hi = b + max;
             let cut = (lo..hi).min_by_key(|&i| scores[i]).unwrap_or(hi);
             capped.push((b, cut));
@@ -166,12 +212,14 @@ pub fn segments_from_scores(
     }
 
     // Pad and convert to seconds. Neighbours that overlap after padding meet in the middle
-    // rather than merging, which could break the length cap.
+    // rather than merging, which could break the length cap. They meet before the clamp to the
+    // call, so the meeting point is the middle of the pause between them and never moves into
+    // either one's speech.
     let mut out: Vec<SpeechSegment> = capped
         .iter()
         .map(|&(b, e)| SpeechSegment {
-            start_s: (b as f64 * FRAME_S - config.pad_s).max(0.0),
-            end_s: (e as f64 * FRAME_S + config.pad_s).min(duration_s),
+            start_s: b as f64 * FRAME_S - pad,
+            end_s: e as f64 * FRAME_S + pad,
         })
         .collect();
     for i in 1..out.len() {
@@ -180,6 +228,10 @@ pub fn segments_from_scores(
             out[i - 1].end_s = mid;
             out[i].start_s = mid;
         }
+    }
+    for s in &mut out {
+        s.start_s = s.start_s.clamp(0.0, duration_s.max(0.0));
+        s.end_s = s.end_s.min(duration_s);
     }
     out.retain(|s| s.end_s > s.start_s);
     out

@@ -150,13 +150,17 @@ fn kept_audio_is_16k_and_as_long_as_the_call() {
     ] {
         let call = process_file(&eval_dir().join(file), &opts).unwrap();
         for ch in &call.channels {
-            let seconds = ch.samples.len() as f64 / 16000.0;
+            let seconds = ch.total_samples as f64 / 16000.0;
             assert!(
                 (seconds - call.duration_s).abs() < 0.002,
                 "{file}: {seconds} vs {}",
                 call.duration_s
             );
-            let peak = ch.samples.iter().fold(0f32, |m, s| m.max(s.abs()));
+            let peak = ch
+                .spans
+                .iter()
+                .flat_map(|s| &s.samples)
+                .fold(0f32, |m, s| m.max(s.abs()));
             assert!(peak > 0.05, "{file}: audio is silent");
         }
     }

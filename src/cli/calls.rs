@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
+use callpipe_common::config::limits;
 use callpipe_common::ids::CallId;
 use callpipe_common::store::{CallRecord, CallStatus, MetadataStore};
 
@@ -26,7 +27,8 @@ enum CallsCommand {
         status: Option<CallStatus>,
 
         /// At most this many calls.
-        #[arg(long, default_value_t = 100, value_name = "N")]
+        #[arg(long, default_value_t = 100, value_name = "N",
+              value_parser = super::within(limits::LIST_LIMIT))]
         limit: usize,
 
         /// One JSON object per call, one per line.
@@ -132,6 +134,11 @@ fn print_call(out: &mut impl std::io::Write, call: &CallRecord) -> std::io::Resu
         writeln!(out, "error     {} stage: {}", e.stage, e.reason)?;
     }
     writeln!(out, "revision  {}", call.revision)?;
+    match &call.indexed_revision {
+        Some(r) if r != &call.revision => writeln!(out, "searchable revision {r} (the one below)")?,
+        Some(_) => {}
+        None => writeln!(out, "searchable no revision yet")?,
+    }
     let roles: Vec<&str> = call.channels.iter().map(|r| r.as_str()).collect();
     writeln!(
         out,

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use callpipe_common::config::{MetadataKind, ObjectStoreKind, VectorIndexKind};
-use callpipe_common::store::{LocalDirStore, MetadataStore, ObjectStore, VectorIndex};
+use callpipe_common::store::{LocalDirStore, MetadataStore, ObjectStore, VectorIndex, WriterLock};
 use callpipe_index::embed::{Embedder, MiniLm};
 use callpipe_index::search::SearchSettings;
 use callpipe_index::store::{DiskVectorIndex, SqliteMetadata};
 use callpipe_index::units::UnitRules;
+use callpipe_index::Indexer;
 use callpipe_transcribe::model::ModelStore;
 
 use super::Context;
@@ -44,25 +45,72 @@ impl Context {
         self.open_metadata()
     }
 
-    pub fn open_objects(&self) -> anyhow::Result<Arc<dyn ObjectStore>> {
-        match self.config.storage.object_store {
-            ObjectStoreKind::Local => Ok(Arc::new(LocalDirStore::open(
-                self.data_dir().join("objects"),
-            )?)),
-        }
-    }
-
     pub fn open_vectors(&self, embedder: &dyn Embedder) -> anyhow::Result<Arc<dyn VectorIndex>> {
         match self.config.storage.vector_index {
             VectorIndexKind::Embedded => {
                 let path = self.data_dir().join("vectors.db");
-                Ok(Arc::new(DiskVectorIndex::open(
-                    &path,
-                    embedder.dim(),
-                    embedder.model(),
-                )?))
+                let index = DiskVectorIndex::open(&path, embedder.dim(), embedder.model())
+                    .context("opening the vector index (`callpipe run` rebuilds a damaged one)")?;
+                Ok(Arc::new(index))
             }
         }
+    }
+
+    /// What `run` opens to write: the data directory's writer lock first (a second writer
+    /// fails at once with a clear message; readers need no lock), then the backends, with the
+    /// temporary files of interrupted writes cleared, and a vector index that was lost or is
+    /// unreadable rebuilt from the metadata store's segment text.
+    pub async fn open_writer(&self) -> anyhow::Result<Writer> {
+        let lock = WriterLock::acquire(self.data_dir())?;
+        let metadata = self.open_metadata()?;
+        let objects: Arc<dyn ObjectStore> = match self.config.storage.object_store {
+            ObjectStoreKind::Local => {
+                let store = LocalDirStore::open(self.data_dir().join("objects"))?;
+                let sweep = store.clone();
+                let removed = tokio::task::spawn_blocking(move || sweep.remove_leftovers())
+                    .await
+                    .context("clearing leftovers")??;
+                if removed > 0 {
+                    tracing::info!(removed, "removed temporary files of interrupted writes");
+                }
+                Arc::new(store)
+            }
+        };
+        let embedder = self.load_embedder()?;
+        let (vectors, moved): (Arc<dyn VectorIndex>, _) = match self.config.storage.vector_index {
+            VectorIndexKind::Embedded => {
+                let path = self.data_dir().join("vectors.db");
+                let (index, moved) =
+                    DiskVectorIndex::open_or_reset(&path, embedder.dim(), embedder.model())?;
+                (Arc::new(index), moved)
+            }
+        };
+        let indexer = Indexer::new(
+            embedder,
+            metadata.clone(),
+            vectors.clone(),
+            objects,
+            self.unit_rules(),
+        );
+        let lost = vectors.count(None).await? == 0 && metadata.count_segments(None).await? > 0;
+        if let Some(moved) = &moved {
+            eprintln!(
+                "warning: the vector index was unreadable and was moved to {}; rebuilding it",
+                moved.display()
+            );
+        }
+        if moved.is_some() || lost {
+            let written = indexer
+                .rebuild_vectors()
+                .await
+                .context("rebuilding the vector index from the metadata store")?;
+            eprintln!("rebuilt the vector index: {written} vectors");
+        }
+        Ok(Writer {
+            _lock: lock,
+            metadata,
+            indexer,
+        })
     }
 
     /// The embedding model named by `[index] embedding_model`, from the model store.
@@ -91,6 +139,13 @@ impl Context {
             context: search.context,
         }
     }
+}
+
+/// The backends of a data directory opened for writing, with its lock held until dropped.
+pub struct Writer {
+    _lock: WriterLock,
+    pub metadata: Arc<dyn MetadataStore>,
+    pub indexer: Indexer,
 }
 
 /// `mm:ss.s`, or `h:mm:ss.s` past the hour: a moment in a call.

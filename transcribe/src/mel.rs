@@ -19,6 +19,9 @@ pub const HOP: usize = 160;
 pub const WINDOW_FRAMES: usize = 3000;
 /// Samples in one 30 s encoder window.
 pub const WINDOW_SAMPLES: usize = WINDOW_FRAMES * HOP;
+/// The mel bin counts Whisper models take: 80, or 128 for large-v3. Model validation refuses
+/// any other, since the bin count sizes every feature buffer.
+pub const SUPPORTED_MEL_BINS: [usize; 2] = [80, 128];
 const N_BINS: usize = N_FFT / 2 + 1;
 
 /// A log-mel extractor for one bin count. Build once; [`LogMel::compute`] reuses its buffers.
@@ -81,6 +84,10 @@ impl LogMel {
         let kept = n_frames.min(row_len);
         out.clear();
         out.resize(self.n_mels * row_len, 0.0);
+        if kept == 0 || self.n_mels == 0 {
+            // Nothing to compute, and rows of no frames cannot be walked.
+            return 0;
+        }
 
         // Centre padding (reflect, edge excluded) around the signal plus its 160 trailing zeros.
         let pad = N_FFT / 2;
@@ -196,6 +203,9 @@ mod tests {
         // Shorter than the FFT: still one frame, no panic.
         assert_eq!(mel.compute(&[0.5; 10], 3000, &mut out), 1);
         assert_eq!(mel.compute(&[], 3000, &mut out), 1);
+        // Rows of no frames: nothing to compute, and no panic.
+        assert_eq!(mel.compute(&[0.5; 1000], 0, &mut out), 0);
+        assert!(out.is_empty());
     }
 
     #[test]

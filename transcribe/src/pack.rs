@@ -17,6 +17,22 @@ pub const MAX_WINDOW_SAMPLES: usize = WINDOW_SAMPLES - HOP;
 /// and start the next, so its timestamps fall on the right side of the seam.
 pub const PIECE_GAP_SAMPLES: usize = crate::SAMPLE_RATE as usize / 4;
 
+/// A stretch of one channel's 16 kHz audio, as the front end kept it: the speech and the
+/// padding around it, not the silence between.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AudioSpan {
+    /// Where it starts in the channel, in samples from the start of the call.
+    pub start: usize,
+    pub samples: Vec<f32>,
+}
+
+impl AudioSpan {
+    /// One past its last sample, in the channel's samples.
+    pub fn end(&self) -> usize {
+        self.start + self.samples.len()
+    }
+}
+
 /// A contiguous stretch of one channel of the call inside a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Piece {
@@ -109,14 +125,15 @@ fn to_samples(t: f64) -> usize {
     (t.max(0.0) * crate::SAMPLE_RATE as f64).round() as usize
 }
 
-/// Packs `segments` of a channel's 16 kHz `samples` into windows of at most `max_samples`.
+/// Packs `segments` of a channel into windows of at most `max_samples`, taking their audio
+/// from `spans` (ordered and disjoint; the call's timeline is kept through each span's start).
 ///
 /// Segments stay whole and in order, with [`PIECE_GAP_SAMPLES`] of silence between them; one
 /// longer than a window (only when VAD is off or its cap was raised) is cut into window-sized
-/// pieces. Segments are clamped to the audio.
+/// pieces. Segments are clamped to the audio the spans hold.
 pub fn pack(
     channel: usize,
-    samples: &[f32],
+    spans: &[AudioSpan],
     segments: &[SpeechSegment],
     max_samples: usize,
 ) -> Vec<Window> {
@@ -125,30 +142,39 @@ pub fn pack(
     let mut windows = Vec::new();
     let mut current = Window::default();
     for segment in segments {
-        let start = ((segment.start_s * rate).floor().max(0.0) as usize).min(samples.len());
-        let end = ((segment.end_s * rate).ceil().max(0.0) as usize).min(samples.len());
-        let mut at = start;
-        while at < end {
-            let gap = if current.samples.is_empty() {
-                0
-            } else {
-                PIECE_GAP_SAMPLES
-            };
-            let room = max_samples.saturating_sub(current.samples.len() + gap);
-            let len = (end - at).min(max_samples);
-            if len > room {
-                windows.push(std::mem::take(&mut current));
-                continue;
+        let start = (segment.start_s * rate).floor().max(0.0) as usize;
+        let end = (segment.end_s * rate).ceil().max(0.0) as usize;
+        // The front end puts each segment inside one span; should one straddle two, each part
+        // is packed as its own piece.
+        let first = spans.partition_point(|s| s.end() <= start);
+        for span in spans[first..].iter().take_while(|s| s.start < end) {
+            let mut at = start.max(span.start);
+            let end = end.min(span.end());
+            while at < end {
+                let gap = if current.samples.is_empty() {
+                    0
+                } else {
+                    PIECE_GAP_SAMPLES
+                };
+                let room = max_samples.saturating_sub(current.samples.len() + gap);
+                let len = (end - at).min(max_samples);
+                if len > room {
+                    windows.push(std::mem::take(&mut current));
+                    continue;
+                }
+                current.samples.resize(current.samples.len() + gap, 0.0);
+                current.pieces.push(Piece {
+                    channel,
+                    window_start: current.samples.len(),
+                    call_start: at,
+                    len,
+                });
+                let from = at - span.start;
+                current
+                    .samples
+                    .extend_from_slice(&span.samples[from..from + len]);
+                at += len;
             }
-            current.samples.resize(current.samples.len() + gap, 0.0);
-            current.pieces.push(Piece {
-                channel,
-                window_start: current.samples.len(),
-                call_start: at,
-                len,
-            });
-            current.samples.extend_from_slice(&samples[at..at + len]);
-            at += len;
         }
     }
     if !current.samples.is_empty() {
@@ -194,10 +220,36 @@ mod tests {
         SpeechSegment { start_s, end_s }
     }
 
+    /// A whole channel as one span.
+    fn whole(samples: Vec<f32>) -> Vec<AudioSpan> {
+        vec![AudioSpan { start: 0, samples }]
+    }
+
+    /// Only the audio of `segments` (outward to whole samples), as the front end keeps it:
+    /// neighbours that touch share a span.
+    fn kept(channel: &[f32], segments: &[SpeechSegment]) -> Vec<AudioSpan> {
+        let mut spans: Vec<AudioSpan> = Vec::new();
+        for s in segments {
+            let a = ((s.start_s * 16_000.0).floor() as usize).min(channel.len());
+            let b = ((s.end_s * 16_000.0).ceil() as usize).min(channel.len());
+            match spans.last_mut() {
+                Some(last) if last.end() >= a => {
+                    let from = last.end();
+                    last.samples.extend_from_slice(&channel[from..b.max(from)]);
+                }
+                _ => spans.push(AudioSpan {
+                    start: a,
+                    samples: channel[a..b].to_vec(),
+                }),
+            }
+        }
+        spans
+    }
+
     #[test]
     fn packs_in_order_and_maps_back() {
         let rate = 16_000.0;
-        let samples: Vec<f32> = (0..60 * 16_000).map(|i| i as f32).collect();
+        let samples = whole((0..60 * 16_000).map(|i| i as f32).collect());
         let windows = pack(
             0,
             &samples,
@@ -226,7 +278,7 @@ mod tests {
 
     #[test]
     fn splits_when_full_and_cuts_long_segments() {
-        let samples = vec![0.0f32; 100 * 16_000];
+        let samples = whole(vec![0.0f32; 100 * 16_000]);
         let windows = pack(
             1,
             &samples,
@@ -243,7 +295,7 @@ mod tests {
 
     #[test]
     fn partial_windows_of_two_channels_share_one() {
-        let samples: Vec<f32> = (0..60 * 16_000).map(|i| i as f32).collect();
+        let samples = whole((0..60 * 16_000).map(|i| i as f32).collect());
         let left = pack(
             0,
             &samples,
@@ -280,12 +332,12 @@ mod tests {
                 segments.push(seg(t, t + len));
                 t += len;
             }
-            let samples: Vec<f32> = (0..((t + 1.0) * 16_000.0) as usize).map(|i| i as f32).collect();
-            let windows = pack(0, &samples, &segments, MAX_WINDOW_SAMPLES);
+            let channel: Vec<f32> = (0..((t + 1.0) * 16_000.0) as usize).map(|i| i as f32).collect();
+            let windows = pack(0, &whole(channel.clone()), &segments, MAX_WINDOW_SAMPLES);
             let total: usize = windows.iter().flat_map(|w| &w.pieces).map(|p| p.len).sum();
             let expected: usize = segments.iter().map(|s| {
-                let a = ((s.start_s * 16_000.0).floor() as usize).min(samples.len());
-                let b = ((s.end_s * 16_000.0).ceil() as usize).min(samples.len());
+                let a = ((s.start_s * 16_000.0).floor() as usize).min(channel.len());
+                let b = ((s.end_s * 16_000.0).ceil() as usize).min(channel.len());
                 b - a
             }).sum();
             prop_assert_eq!(total, expected);
@@ -296,6 +348,45 @@ mod tests {
                     prop_assert_eq!(w.samples[p.window_start] as usize, p.call_start);
                 }
             }
+            // Only the segments' audio, kept as spans, packs into the very same windows.
+            let from_spans = pack(0, &kept(&channel, &segments), &segments, MAX_WINDOW_SAMPLES);
+            prop_assert_eq!(from_spans, windows);
         }
+    }
+
+    #[test]
+    fn spans_keep_call_time_and_clamp_segments_to_the_kept_audio() {
+        // Two spans far apart: 10-12 s and 100-101 s, each sample its own call index.
+        let span = |from: usize, to: usize| AudioSpan {
+            start: from,
+            samples: (from..to).map(|i| i as f32).collect(),
+        };
+        let spans = [span(160_000, 192_000), span(1_600_000, 1_616_000)];
+        let windows = pack(
+            2,
+            &spans,
+            &[seg(10.5, 11.0), seg(99.0, 100.5), seg(200.0, 201.0)],
+            MAX_WINDOW_SAMPLES,
+        );
+        assert_eq!(windows.len(), 1);
+        let w = &windows[0];
+        let pieces: Vec<(usize, usize)> = w.pieces.iter().map(|p| (p.call_start, p.len)).collect();
+        // The second segment starts before its span: clamped to it. The third has no audio.
+        assert_eq!(pieces, [(168_000, 8_000), (1_600_000, 8_000)]);
+        for p in &w.pieces {
+            assert_eq!(w.samples[p.window_start] as usize, p.call_start);
+            assert_eq!(
+                w.samples[p.window_start + p.len - 1] as usize,
+                p.call_start + p.len - 1
+            );
+        }
+        assert!((w.start_to_call(0.0) - 10.5).abs() < 1e-9);
+        assert!((w.end_to_call(w.duration_s()) - 100.5).abs() < 1e-9);
+        // A segment across two touching spans becomes two pieces, nothing lost.
+        let touching = [span(0, 16_000), span(16_000, 32_000)];
+        let windows = pack(0, &touching, &[seg(0.5, 1.5)], MAX_WINDOW_SAMPLES);
+        let total: usize = windows[0].pieces.iter().map(|p| p.len).sum();
+        assert_eq!(total, 16_000);
+        assert!(pack(0, &[], &[seg(0.0, 1.0)], MAX_WINDOW_SAMPLES).is_empty());
     }
 }

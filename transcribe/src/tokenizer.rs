@@ -1,15 +1,29 @@
 //! Whisper's vocabulary: token ids to text, the special tokens, and word splitting.
 //!
 //! Decoding needs only the id → token table and GPT-2's byte-level mapping, so the model
-//! directory's own vocabulary is read directly (`vocabulary.txt`, `vocabulary.json` or
-//! `tokenizer.json`) instead of pulling in a full tokenizer library. CTranslate2 takes prompts
-//! as token strings, which this table also provides.
+//! directory's own vocabulary is read directly (`vocabulary.json` or `vocabulary.txt`, the file
+//! CTranslate2 reads, else `tokenizer.json`) instead of pulling in a full tokenizer library.
+//! CTranslate2 takes prompts as token strings, which this table also provides.
+//!
+//! Every id read from a file is checked against the table's size before it is used, so a
+//! hostile file is refused, naming it, instead of sizing an allocation.
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use crate::model::{io, read_json, ModelError};
+
+/// The most tokens a vocabulary may hold. Whisper's have about 52 000; the bound keeps every id
+/// within the engine's `i32` token lists and a corrupt file from sizing a huge table.
+pub const MAX_TOKENS: usize = 1 << 20;
+
+/// The largest `vocabulary.txt` read.
+const MAX_VOCABULARY_BYTES: u64 = 64 << 20;
+
+/// Timestamp tokens of a Whisper vocabulary: `<|0.00|>` to `<|30.00|>` in 0.02 s steps.
+pub const TIMESTAMP_TOKENS: usize = 1501;
 
 /// The vocabulary of one Whisper model.
 #[derive(Debug, Clone)]
@@ -33,25 +47,47 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// Reads the vocabulary of a model directory.
+    /// Reads the vocabulary of a model directory: the file CTranslate2 reads
+    /// (`vocabulary.json`, else `vocabulary.txt`), else the ids of `tokenizer.json`. Every
+    /// special token the decoding loop uses must be there, followed by the timestamp tokens.
     pub fn load(dir: &Path, multilingual: bool) -> Result<Self, ModelError> {
-        let tokens = read_tokens(dir)?;
-        let index: HashMap<String, usize> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i))
-            .collect();
-        let path = dir.join("vocabulary.txt");
+        let (tokens, path) = read_tokens(dir)?;
+        // CTranslate2 keeps the first id of a token that appears twice; so does this table.
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            index.entry(t.clone()).or_insert(i);
+        }
+        let corrupt = |reason: String| ModelError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
         let find = |name: &str| {
-            index.get(name).copied().ok_or_else(|| ModelError::Corrupt {
-                path: path.clone(),
-                reason: format!("the vocabulary has no `{name}` token"),
-            })
+            index
+                .get(name)
+                .copied()
+                .ok_or_else(|| corrupt(format!("the vocabulary has no `{name}` token")))
         };
         let eot = find("<|endoftext|>")?;
         let sot = find("<|startoftranscript|>")?;
         let sot_prev = find("<|startofprev|>")?;
         let no_timestamps = find("<|notimestamps|>")?;
+        // The engine reads the no-speech probability from one of these.
+        find("<|nospeech|>").or_else(|_| find("<|nocaptions|>"))?;
+        let timestamp_begin = no_timestamps + 1;
+        // The timestamp rules and the seek read any of the 1501 timestamps of a 30 s window.
+        let timestamps = tokens.len().saturating_sub(timestamp_begin);
+        if timestamps < TIMESTAMP_TOKENS {
+            return Err(corrupt(format!(
+                "{timestamps} timestamp tokens after `<|notimestamps|>`, Whisper has \
+                 {TIMESTAMP_TOKENS}"
+            )));
+        }
+        if !(eot < sot && sot < no_timestamps) {
+            return Err(corrupt(format!(
+                "special tokens out of Whisper's order (endoftext {eot}, startoftranscript \
+                 {sot}, notimestamps {no_timestamps})"
+            )));
+        }
         let mut suppress = vec![
             find("<|transcribe|>")?,
             find("<|translate|>")?,
@@ -82,8 +118,9 @@ impl Tokenizer {
             sot,
             sot_prev,
             no_timestamps,
-            timestamp_begin: no_timestamps + 1,
+            timestamp_begin,
             multilingual,
+            // Every id is below MAX_TOKENS, so it fits.
             suppress: suppress.into_iter().map(|id| id as i32).collect(),
             tokens,
             index,
@@ -170,59 +207,134 @@ fn is_punctuation(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_punctuation())
 }
 
-/// Reads the token table in id order from whichever vocabulary file the model ships.
-fn read_tokens(dir: &Path) -> Result<Vec<String>, ModelError> {
-    let txt = dir.join("vocabulary.txt");
-    if txt.is_file() {
-        let text = fs::read_to_string(&txt).map_err(io(&txt))?;
-        return Ok(text.lines().map(str::to_owned).collect());
-    }
+/// Reads the token table in id order from whichever vocabulary file the model ships, in the
+/// order CTranslate2 looks for them; returns the table and the file it came from.
+fn read_tokens(dir: &Path) -> Result<(Vec<String>, PathBuf), ModelError> {
     let corrupt = |path: &Path, reason: String| ModelError::Corrupt {
         path: path.to_owned(),
         reason,
     };
     let json = dir.join("vocabulary.json");
-    if json.is_file() {
-        return serde_json::from_value(read_json(&json, "vocabulary")?)
-            .map_err(|e| corrupt(&json, format!("not a JSON list of tokens: {e}")));
-    }
-    let path = dir.join("tokenizer.json");
-    let value = read_json(
-        &path,
-        "tokenizer (tokenizer.json, vocabulary.json or vocabulary.txt)",
-    )?;
-    let mut by_id: Vec<Option<String>> = Vec::new();
-    let mut put = |id: u64, token: &str| {
-        let id = id as usize;
-        if by_id.len() <= id {
-            by_id.resize(id + 1, None);
+    let txt = dir.join("vocabulary.txt");
+    let (tokens, path) = if json.is_file() {
+        let tokens: Vec<String> = serde_json::from_value(read_json(&json, "vocabulary")?)
+            .map_err(|e| corrupt(&json, format!("not a JSON list of tokens: {e}")))?;
+        (tokens, json)
+    } else if txt.is_file() {
+        // Whisper's is about 0.5 MB; the cap keeps a mislabelled file from being read whole.
+        let mut text = String::new();
+        fs::File::open(&txt)
+            .and_then(|f| f.take(MAX_VOCABULARY_BYTES + 1).read_to_string(&mut text))
+            .map_err(io(&txt))?;
+        if text.len() as u64 > MAX_VOCABULARY_BYTES {
+            return Err(corrupt(
+                &txt,
+                format!("larger than {} MiB", MAX_VOCABULARY_BYTES >> 20),
+            ));
         }
-        by_id[id] = Some(token.to_owned());
+        (text.lines().map(str::to_owned).collect(), txt)
+    } else {
+        let path = dir.join("tokenizer.json");
+        let value = read_json(
+            &path,
+            "tokenizer (vocabulary.json, vocabulary.txt or tokenizer.json)",
+        )?;
+        (tokens_of_tokenizer_json(&path, &value)?, path)
+    };
+    if tokens.is_empty() || tokens.len() > MAX_TOKENS {
+        return Err(corrupt(
+            &path,
+            format!(
+                "{} tokens (a vocabulary holds 1 to {MAX_TOKENS})",
+                tokens.len()
+            ),
+        ));
+    }
+    Ok((tokens, path))
+}
+
+/// The id of every entry of a `tokenizer.json` (`model.vocab` and `added_tokens`), each checked
+/// to be an integer below `limit`, and below [`MAX_TOKENS`] whatever the limit.
+fn tokenizer_json_entries<'a>(
+    path: &Path,
+    value: &'a serde_json::Value,
+    limit: u64,
+) -> Result<Vec<(usize, &'a str)>, ModelError> {
+    let corrupt = |reason: String| ModelError::Corrupt {
+        path: path.to_owned(),
+        reason,
     };
     let vocab = value
         .pointer("/model/vocab")
         .and_then(|v| v.as_object())
-        .ok_or_else(|| corrupt(&path, "no model.vocab table".into()))?;
-    for (token, id) in vocab {
-        if let Some(id) = id.as_u64() {
-            put(id, token);
-        }
-    }
-    if let Some(added) = value.get("added_tokens").and_then(|v| v.as_array()) {
+        .ok_or_else(|| corrupt("no model.vocab table".into()))?;
+    let mut entries: Vec<(&str, &serde_json::Value)> =
+        vocab.iter().map(|(t, id)| (t.as_str(), id)).collect();
+    if let Some(added) = value.get("added_tokens") {
+        let added = added
+            .as_array()
+            .ok_or_else(|| corrupt("added_tokens is not a list".into()))?;
         for entry in added {
-            if let (Some(id), Some(token)) = (
-                entry.get("id").and_then(|v| v.as_u64()),
-                entry.get("content").and_then(|v| v.as_str()),
-            ) {
-                put(id, token);
-            }
+            let token = entry
+                .get("content")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| corrupt("an added token has no content".into()))?;
+            let id = entry.get("id").unwrap_or(&serde_json::Value::Null);
+            entries.push((token, id));
         }
     }
+    let limit = limit.min(MAX_TOKENS as u64);
+    entries
+        .into_iter()
+        .map(|(token, id)| match id.as_u64() {
+            Some(n) if n < limit => Ok((n as usize, token)),
+            _ => Err(corrupt(format!(
+                "token {token:?} has id {id}, outside the vocabulary (0 to {})",
+                limit.saturating_sub(1)
+            ))),
+        })
+        .collect()
+}
+
+/// The token table of a `tokenizer.json`: its ids must run 0..n with none missing, so every
+/// id is below the number of entries, which also bounds the table by the file's size.
+fn tokens_of_tokenizer_json(
+    path: &Path,
+    value: &serde_json::Value,
+) -> Result<Vec<String>, ModelError> {
+    let count = value
+        .pointer("/model/vocab")
+        .and_then(|v| v.as_object())
+        .map_or(0, |v| v.len())
+        + value
+            .get("added_tokens")
+            .and_then(|v| v.as_array())
+            .map_or(0, |v| v.len());
+    let entries = tokenizer_json_entries(path, value, count as u64)?;
+    let mut by_id: Vec<Option<String>> = vec![None; count];
+    let mut len = 0;
+    for (id, token) in entries {
+        by_id[id] = Some(token.to_owned());
+        len = len.max(id + 1);
+    }
+    by_id.truncate(len);
     by_id
         .into_iter()
         .enumerate()
-        .map(|(id, t)| t.ok_or_else(|| corrupt(&path, format!("token id {id} is missing"))))
+        .map(|(id, t)| {
+            t.ok_or_else(|| ModelError::Corrupt {
+                path: path.to_owned(),
+                reason: format!("token id {id} is missing"),
+            })
+        })
         .collect()
+}
+
+/// Checks a `tokenizer.json` that ships beside the vocabulary: every id it gives must be a
+/// token of the model, below `vocab_size`.
+pub(crate) fn check_tokenizer_json(path: &Path, vocab_size: u64) -> Result<(), ModelError> {
+    let value = read_json(path, "tokenizer")?;
+    tokenizer_json_entries(path, &value, vocab_size).map(|_| ())
 }
 
 /// GPT-2's byte-level BPE maps each byte to a printable character; this undoes it.
@@ -257,9 +369,94 @@ const UNPRINTABLE: [u8; 68] = {
     out
 };
 
+/// A Whisper-shaped vocabulary of `size` tokens (at least 1511): text tokens, the special
+/// tokens in Whisper's order, then the 1501 timestamps. For tests.
+#[cfg(test)]
+pub(crate) fn fake_vocabulary(size: usize) -> Vec<String> {
+    let specials = [
+        "<|endoftext|>",
+        "<|startoftranscript|>",
+        "<|en|>",
+        "<|translate|>",
+        "<|transcribe|>",
+        "<|startoflm|>",
+        "<|startofprev|>",
+        "<|nocaptions|>",
+        "<|notimestamps|>",
+    ];
+    let text = size - specials.len() - TIMESTAMP_TOKENS;
+    (0..text)
+        .map(|i| format!("\u{120}w{i}"))
+        .chain(specials.iter().map(|s| (*s).to_owned()))
+        .chain((0..TIMESTAMP_TOKENS).map(|i| format!("<|{:.2}|>", i as f64 * 0.02)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fake_vocabulary_loads_and_finds_its_special_tokens() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(
+            tmp.path().join("vocabulary.txt"),
+            fake_vocabulary(1600).join("\n"),
+        )
+        .unwrap();
+        let tok = Tokenizer::load(tmp.path(), false).unwrap();
+        assert_eq!(tok.len(), 1600);
+        assert_eq!(tok.eot, 1600 - 1510);
+        assert_eq!(tok.timestamp_begin, tok.no_timestamps + 1);
+        assert_eq!(tok.decode(&[0, tok.eot, 1]), " w0 w1");
+    }
+
+    #[test]
+    fn tokenizer_json_ids_outside_the_table_are_refused_without_allocating() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("tokenizer.json");
+        for id in [
+            "1099511627776",        // 2^40: would size a table of a trillion entries
+            "18446744073709551615", // u64::MAX: id + 1 overflows
+            "-1",
+            "1.5",
+            "\"7\"",
+        ] {
+            let json = format!(r#"{{"model": {{"vocab": {{"a": 0, "b": {id}}}}}}}"#);
+            fs::write(&path, json).unwrap();
+            let err = Tokenizer::load(tmp.path(), false).unwrap_err().to_string();
+            assert!(
+                err.contains("tokenizer.json") && err.contains("outside the vocabulary"),
+                "{id}: {err}"
+            );
+            let err = check_tokenizer_json(&path, 51864).unwrap_err().to_string();
+            assert!(err.contains("tokenizer.json"), "{id}: {err}");
+        }
+        // A gap in the ids is refused too.
+        fs::write(&path, r#"{"model": {"vocab": {"a": 0, "b": 1}}, "added_tokens": [{"id": 3, "content": "c"}]}"#).unwrap();
+        let err = Tokenizer::load(tmp.path(), false).unwrap_err().to_string();
+        assert!(err.contains("outside the vocabulary"), "{err}");
+    }
+
+    #[test]
+    fn missing_special_tokens_or_timestamps_name_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vocabulary.json");
+        let mut vocab = fake_vocabulary(1600);
+        vocab.retain(|t| t != "<|startofprev|>");
+        fs::write(&path, serde_json::to_vec(&vocab).unwrap()).unwrap();
+        let err = Tokenizer::load(tmp.path(), false).unwrap_err().to_string();
+        assert!(
+            err.contains("vocabulary.json") && err.contains("startofprev"),
+            "{err}"
+        );
+
+        let mut vocab = fake_vocabulary(1600);
+        vocab.truncate(1600 - 10);
+        fs::write(&path, serde_json::to_vec(&vocab).unwrap()).unwrap();
+        let err = Tokenizer::load(tmp.path(), false).unwrap_err().to_string();
+        assert!(err.contains("timestamp tokens"), "{err}");
+    }
 
     #[test]
     fn byte_level_mapping_round_trips_spaces_and_utf8() {

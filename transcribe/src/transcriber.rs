@@ -17,8 +17,8 @@ use std::thread::JoinHandle;
 use callpipe_common::transcript::{ChannelTranscript, Segment, Transcript, Word};
 use callpipe_common::{Role, SpeechSegment};
 
-use crate::engine::{BatchItem, Engine, EngineError, RawSegment};
-use crate::pack::{merge_partial, pack, Window, MAX_WINDOW_SAMPLES};
+use crate::engine::{BatchItem, Engine, EngineError, FallbackBudget, RawSegment};
+use crate::pack::{merge_partial, pack, AudioSpan, Window, MAX_WINDOW_SAMPLES};
 
 /// Windows sampled across a call to detect its language (multilingual models only).
 const LANGUAGE_SAMPLE_WINDOWS: usize = 6;
@@ -28,14 +28,18 @@ const LANGUAGE_SAMPLE_WINDOWS: usize = 6;
 pub struct ChannelSpeech {
     pub channel: usize,
     pub role: Role,
-    /// 16 kHz mono samples of the whole channel.
-    pub samples: Vec<f32>,
+    /// The channel's 16 kHz mono audio that the segments need, as ordered, disjoint spans
+    /// placed on the call's timeline; the silence between them is not held. With VAD off, one
+    /// span with the whole channel.
+    pub spans: Vec<AudioSpan>,
     /// Where the speech is; only these stretches are transcribed.
     pub segments: Vec<SpeechSegment>,
 }
 
 struct Job {
     window: Arc<Window>,
+    /// The fallback decodes its call may still spend, shared by the call's windows.
+    budget: Arc<FallbackBudget>,
     index: usize,
     language: String,
     reply: Sender<(usize, Result<Vec<RawSegment>, EngineError>)>,
@@ -114,15 +118,29 @@ impl Transcriber {
     /// Transcribes one call. Blocks until it is done; call it from a blocking thread. Several
     /// calls transcribed at once share the workers, and their windows are batched together.
     pub fn transcribe(&self, channels: &[ChannelSpeech]) -> Result<Transcript, EngineError> {
+        self.transcribe_call("", channels)
+    }
+
+    /// [`Transcriber::transcribe`], naming the call (its file or id) in the warning logged when
+    /// the call's budget of fallback decodes runs out.
+    pub fn transcribe_call(
+        &self,
+        call: &str,
+        channels: &[ChannelSpeech],
+    ) -> Result<Transcript, EngineError> {
         let mut windows: Vec<Window> = channels
             .iter()
-            .flat_map(|c| pack(c.channel, &c.samples, &c.segments, MAX_WINDOW_SAMPLES))
+            .flat_map(|c| pack(c.channel, &c.spans, &c.segments, MAX_WINDOW_SAMPLES))
             .collect();
         // The channels' partial windows share encoder passes. Word timings split any segment
         // that crosses from one party's piece to the other's; a shared window is aligned for
         // that even when word timestamps are off.
         windows = merge_partial(windows, MAX_WINDOW_SAMPLES);
         let windows: Vec<Arc<Window>> = windows.into_iter().map(Arc::new).collect();
+        // Bounds the temperature fallbacks of the whole call, so hours of noise cannot run
+        // every fallback on every window.
+        let speech: usize = windows.iter().map(|w| w.samples.len()).sum();
+        let budget = Arc::new(FallbackBudget::for_audio(speech, call));
 
         let (language, language_probability) = match self.engine.fixed_language() {
             Some(code) => (code, 1.0),
@@ -134,6 +152,7 @@ impl Transcriber {
         for (index, window) in windows.iter().enumerate() {
             let job = Job {
                 window: Arc::clone(window),
+                budget: Arc::clone(&budget),
                 index,
                 language: language.clone(),
                 reply: reply.clone(),
@@ -287,9 +306,10 @@ fn worker(engine: &Engine, queue: &Mutex<Receiver<Job>>, share: &Share) {
             })
             .collect();
         let language = Some(batch[0].language.as_str());
+        let budgets: Vec<&FallbackBudget> = batch.iter().map(|j| &*j.budget).collect();
         let started = std::time::Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            engine.transcribe_batch(&mut mel, &audio, language)
+            engine.transcribe_batch_budgeted(&mut mel, &audio, language, &budgets)
         }));
         share
             .busy_ns

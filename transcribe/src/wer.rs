@@ -125,7 +125,7 @@ pub fn cardinal(n: u64) -> String {
         let rest = n % 100;
         if rest >= 20 {
             out.push(TENS[(rest / 10) as usize]);
-            if rest % 10 != 0 {
+            if !rest.is_multiple_of(10) {
                 out.push(ONES[(rest % 10) as usize]);
             }
         } else if rest > 0 || n == 0 {
@@ -141,12 +141,12 @@ pub fn cardinal(n: u64) -> String {
         (1_000_000, "million"),
         (1_000, "thousand"),
     ] {
-        if n / scale % 1000 > 0 {
+        if !(n / scale).is_multiple_of(1000) {
             below_thousand(n / scale % 1000, &mut words);
             words.push(name);
         }
     }
-    if n % 1000 > 0 {
+    if !n.is_multiple_of(1000) {
         below_thousand(n % 1000, &mut words);
     }
     words.join(" ")

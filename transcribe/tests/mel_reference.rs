@@ -25,7 +25,7 @@ fn log_mel_matches_faster_whisper() {
     opts.keep_audio = true;
     let call = callpipe_ingest::process_file(&file, &opts).expect("decoding the JFK clip");
     // A 16 kHz PCM file passes through the resampler untouched, so these are the file's samples.
-    let audio = &call.channels[0].samples[start..start + count];
+    let audio = &call.channels[0].spans[0].samples[start..start + count];
 
     for n_mels in [80usize, 128] {
         let expected: Vec<Vec<f64>> =

@@ -124,8 +124,25 @@ fn segment(call: &CallRecord, channel: u32, seq: u32, start_s: f64, text: &str) 
 
 fn indexed(mut call: CallRecord, segments: u32) -> CallRecord {
     call.status = CallStatus::Indexed;
+    call.indexed_revision = Some(call.revision.clone());
     call.segments = segments;
     call
+}
+
+/// Asserts that the billing call's first revision (4 segments, two saying `duplicate`) is
+/// what search shows.
+async fn r1_visible(store: &dyn MetadataStore, call_id: &CallId, what: &str) {
+    let hits = store
+        .keyword_search("duplicate", &SearchFilter::default(), 10)
+        .await
+        .expect("search");
+    assert_eq!(hits.len(), 2, "r1 stays searchable {what}");
+    assert!(hits.iter().all(|h| &h.key.call_id == call_id), "{what}");
+    assert_eq!(
+        store.count_segments(Some(call_id)).await.expect("count"),
+        4,
+        "{what}"
+    );
 }
 
 /// Records, atomic segment replacement by revision, keyword search with every filter, and
@@ -362,7 +379,8 @@ pub async fn metadata_store(store: &dyn MetadataStore) {
             .unwrap_or_else(|e| panic!("query {query:?} failed: {e}"));
     }
 
-    // A new revision replaces the old one's segments; stale keys disappear.
+    // A new revision replaces the old one's segments only once it is committed: while it is
+    // pending, and after it fails, the indexed revision stays searchable.
     let mut billing2 = call(1, "r2", 0, 300.0, "s3://calls/2024/01/billing.wav");
     billing2.channels = vec![Role::Agent, Role::Customer];
     let billing2_segs = vec![segment(
@@ -372,17 +390,51 @@ pub async fn metadata_store(store: &dyn MetadataStore) {
         2.0,
         "A refund for the overcharge please.",
     )];
-    store.put_call(&billing2).await.expect("put pending r2");
-    // While r2 is pending, r1's segments are not current any more.
-    assert!(store
-        .keyword_search("duplicate", &SearchFilter::default(), 10)
-        .await
-        .expect("search")
-        .is_empty());
+    // put_call never moves the indexed revision, whatever the record it is given says.
+    let mut pending = billing2.clone();
+    pending.indexed_revision = None;
+    store.put_call(&pending).await.expect("put pending r2");
+    let got = store.get_call(&billing.call_id).await.expect("get");
+    let got = got.expect("the call");
+    assert_eq!(got.revision, billing2.revision, "the attempt is recorded");
+    assert_eq!(got.status, CallStatus::Pending);
+    assert_eq!(got.indexed_revision, billing.indexed_revision, "r1 is kept");
+    r1_visible(store, &billing.call_id, "while r2 is pending").await;
+    let mut failed_r2 = pending.clone();
+    failed_r2.status = CallStatus::Failed;
+    failed_r2.error = Some(super::CallError {
+        stage: "transcribe".into(),
+        reason: "r2 did not decode".into(),
+    });
+    store.put_call(&failed_r2).await.expect("put failed r2");
+    r1_visible(store, &billing.call_id, "after r2 failed").await;
+    let mut moved = billing2.clone();
+    moved.indexed_revision = Some(Revision::new("r2"));
+    store.put_call(&moved).await.expect("put");
+    r1_visible(
+        store,
+        &billing.call_id,
+        "after a put naming another indexed revision",
+    )
+    .await;
+    // A commit must make its own revision the indexed one.
+    assert!(
+        store.commit_call(&billing2, &billing2_segs).await.is_err(),
+        "a commit of a record that is not indexed is refused"
+    );
+    r1_visible(store, &billing.call_id, "after a refused commit").await;
     store
         .commit_call(&indexed(billing2.clone(), 1), &billing2_segs)
         .await
         .expect("commit r2");
+    assert_eq!(
+        store
+            .get_call(&billing.call_id)
+            .await
+            .expect("get")
+            .and_then(|c| c.indexed_revision),
+        Some(Revision::new("r2"))
+    );
     assert_eq!(
         store
             .count_segments(Some(&billing.call_id))

@@ -12,9 +12,10 @@ const BACKEND: &str = "object store";
 
 /// Objects as files under a root directory; the key is the relative path.
 ///
-/// A put writes a temporary file beside the target, syncs it and renames it over the target,
-/// so a crash leaves the old object or the new one. Temporary files start with `.tmp-` and are
-/// never listed.
+/// A put writes a temporary file beside the target, syncs it, renames it over the target and
+/// syncs the directory (a rename is durable only once its directory entry is), so a crash
+/// leaves the old object or the new one. Temporary files start with `.tmp-` and are never
+/// listed; a crash can leave one behind, which [`LocalDirStore::remove_leftovers`] clears.
 #[derive(Debug, Clone)]
 pub struct LocalDirStore {
     root: PathBuf,
@@ -32,6 +33,33 @@ impl LocalDirStore {
         &self.root
     }
 
+    /// Deletes the temporary files that interrupted puts left, and returns how many. Only the
+    /// data directory's one writer may call it (see [`super::WriterLock`]): a temporary file
+    /// of a put in flight elsewhere would be taken for a leftover.
+    pub fn remove_leftovers(&self) -> Result<usize, StoreError> {
+        fn sweep(dir: &Path) -> Result<usize, StoreError> {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(failed(dir, e)),
+            };
+            let mut removed = 0;
+            for entry in entries {
+                let entry = entry.map_err(|e| failed(dir, e))?;
+                let path = entry.path();
+                let file_type = entry.file_type().map_err(|e| failed(&path, e))?;
+                if file_type.is_dir() {
+                    removed += sweep(&path)?;
+                } else if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    std::fs::remove_file(&path).map_err(|e| failed(&path, e))?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        }
+        sweep(&self.root)
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         check_key(BACKEND, key)?;
         Ok(self.root.join(key))
@@ -44,6 +72,13 @@ fn failed(path: &Path, e: std::io::Error) -> StoreError {
         what: path.display().to_string(),
         reason: e.to_string(),
     }
+}
+
+/// Makes the entries of `dir` (a rename, a new file) durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| failed(dir, e))
 }
 
 fn not_found(key: &str) -> StoreError {
@@ -70,8 +105,10 @@ async fn blocking<T: Send + 'static>(
 impl ObjectStore for LocalDirStore {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         let path = self.path(key)?;
+        let root = self.root.clone();
         blocking(move || {
             let dir = path.parent().expect("a key has a parent: the root");
+            let created = !dir.is_dir();
             std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
             let mut tmp = tempfile::Builder::new()
                 .prefix(".tmp-")
@@ -80,6 +117,15 @@ impl ObjectStore for LocalDirStore {
             tmp.write_all(&bytes).map_err(|e| failed(&path, e))?;
             tmp.as_file().sync_all().map_err(|e| failed(&path, e))?;
             tmp.persist(&path).map_err(|e| failed(&path, e.error))?;
+            sync_dir(dir)?;
+            // New directories are entries of their parents, which need syncing too.
+            if created {
+                let mut at = dir;
+                while let Some(parent) = at.parent().filter(|p| p.starts_with(&root)) {
+                    sync_dir(parent)?;
+                    at = parent;
+                }
+            }
             Ok(())
         })
         .await
@@ -199,5 +245,18 @@ mod tests {
             .map(|m| m.key)
             .collect();
         assert_eq!(keys, ["a"]);
+    }
+
+    #[tokio::test]
+    async fn leftovers_are_removed_and_objects_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDirStore::open(dir.path()).unwrap();
+        store.put("t/a/b.json", b"1".to_vec()).await.unwrap();
+        std::fs::write(dir.path().join(".tmp-top"), b"partial").unwrap();
+        std::fs::write(dir.path().join("t/a/.tmp-deep"), b"partial").unwrap();
+        assert_eq!(store.remove_leftovers().unwrap(), 2);
+        assert_eq!(store.remove_leftovers().unwrap(), 0);
+        assert_eq!(store.get("t/a/b.json").await.unwrap(), b"1");
+        assert!(!dir.path().join("t/a/.tmp-deep").exists());
     }
 }

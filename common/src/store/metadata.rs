@@ -7,20 +7,24 @@ use crate::ids::CallId;
 
 /// Call metadata and segment text, with keyword search.
 ///
-/// The store decides which revision of a call is current: segments of any other revision are
-/// invisible to every read, so a half-replaced call never shows two transcripts.
+/// The store decides which revision of a call is current (its indexed revision): segments of
+/// any other revision are invisible to every read, so a half-replaced call never shows two
+/// transcripts, and a revision in progress or failed never hides the indexed one.
 #[async_trait]
 pub trait MetadataStore: std::fmt::Debug + Send + Sync + 'static {
     /// The call's record, or `None` if it was never seen.
     async fn get_call(&self, call_id: &CallId) -> Result<Option<CallRecord>, StoreError>;
 
-    /// Creates or replaces the call's record (a status change, a recorded failure). The
-    /// call's segments are left as they are, but only those of `call.revision` stay visible.
+    /// Creates or replaces the call's record (an attempt started, a recorded failure). The
+    /// indexed revision is never changed by a put: the stored one is kept, whatever
+    /// `call.indexed_revision` says, and so are its segments, which stay searchable.
     async fn put_call(&self, call: &CallRecord) -> Result<(), StoreError>;
 
     /// Atomically replaces every segment of the call (all revisions) with `segments`, which
-    /// all carry `call.revision`, and writes `call`. After a crash the store holds either the
-    /// old state or the new one, never a mix; repeating the commit changes nothing.
+    /// all carry `call.revision`, and writes `call`, which must be `indexed` with
+    /// `indexed_revision == revision` (anything else is refused). After a crash the store
+    /// holds either the old state or the new one, never a mix; repeating the commit changes
+    /// nothing.
     async fn commit_call(
         &self,
         call: &CallRecord,

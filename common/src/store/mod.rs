@@ -20,6 +20,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod local_dir;
+mod lock;
 mod metadata;
 mod object;
 mod vector;
@@ -33,6 +34,7 @@ use crate::error::ErrorKind;
 use crate::ids::{CallId, Revision};
 
 pub use self::local_dir::LocalDirStore;
+pub use self::lock::WriterLock;
 pub use self::metadata::MetadataStore;
 pub use self::object::{ObjectMeta, ObjectStore};
 pub use self::vector::{VectorDoc, VectorIndex};
@@ -155,13 +157,20 @@ pub struct StageTimes {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
     pub call_id: CallId,
-    /// The revision the record describes; segments of any other revision are gone once this
-    /// one is indexed.
+    /// The newest revision seen: the one [`CallRecord::status`] and [`CallRecord::error`] are
+    /// about (in progress, indexed, or failed).
     pub revision: Revision,
+    /// The revision search shows, if any has been indexed. It changes only when a newer
+    /// revision is committed ([`MetadataStore::commit_call`]), so reprocessing never blanks a
+    /// call from search and a failed new revision never hides the old one. The call-level
+    /// facts below (duration, channels, models, segments) describe this revision until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed_revision: Option<Revision>,
     /// Where the recording came from: `file:///abs/path`, `s3://bucket/key`, `live://...`.
     pub source: String,
     /// When the call took place, in milliseconds since the Unix epoch (UTC).
     pub recorded_at_ms: i64,
+    /// The state of [`CallRecord::revision`].
     pub status: CallStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<CallError>,
@@ -196,6 +205,7 @@ impl CallRecord {
         CallRecord {
             call_id,
             revision,
+            indexed_revision: None,
             source,
             recorded_at_ms,
             status: CallStatus::Pending,
@@ -210,6 +220,27 @@ impl CallRecord {
             stage_times: StageTimes::default(),
             updated_at_ms: now_ms(),
         }
+    }
+
+    /// The record to store when work on `revision` starts (or fails before its content is
+    /// known) while `existing` may hold an indexed revision: the attempt's state is new, the
+    /// call-level facts stay those of the indexed revision, which search keeps showing.
+    pub fn attempt(existing: Option<&CallRecord>, started: &CallRecord) -> CallRecord {
+        match existing {
+            Some(old) if old.indexed_revision.is_some() => CallRecord {
+                revision: started.revision.clone(),
+                status: started.status,
+                error: started.error.clone(),
+                updated_at_ms: now_ms(),
+                ..old.clone()
+            },
+            _ => started.clone(),
+        }
+    }
+
+    /// Whether search shows this revision of the call.
+    pub fn is_indexed(&self, revision: &Revision) -> bool {
+        self.indexed_revision.as_ref() == Some(revision)
     }
 
     /// The call-level facts search filters on.

@@ -104,6 +104,7 @@ impl MiniLm {
         }
         let config: BertConfig = serde_json::from_value(config_value)
             .map_err(|e| corrupt_config(format!("not a BERT config: {e}")))?;
+        check_sizes(&config).map_err(corrupt_config)?;
         let dim = config.hidden_size;
 
         let pooling_path = dir.join("1_Pooling").join("config.json");
@@ -114,11 +115,18 @@ impl MiniLm {
         let mut max_tokens = DEFAULT_MAX_TOKENS;
         let st_config = dir.join("sentence_bert_config.json");
         if st_config.is_file() {
-            if let Some(n) = read_json(&st_config, "sentence-transformers config")?
-                .get("max_seq_length")
-                .and_then(|v| v.as_u64())
+            if let Some(n) =
+                read_json(&st_config, "sentence-transformers config")?.get("max_seq_length")
             {
-                max_tokens = n as usize;
+                // Room for [CLS], [SEP] and one word piece; truncating shorter cannot work.
+                max_tokens = n
+                    .as_u64()
+                    .filter(|&n| n >= 3)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| EmbedError::Corrupt {
+                        path: st_config.clone(),
+                        reason: format!("max_seq_length {n} is not a length of 3 or more"),
+                    })?;
             }
         }
         max_tokens = max_tokens.min(config.max_position_embeddings);
@@ -297,6 +305,40 @@ impl Embedder for MiniLm {
     }
 }
 
+/// The sizes candle's BERT divides by or allocates from: each must be > 0, and the heads must
+/// divide the width (candle computes `hidden_size / num_attention_heads` unchecked).
+fn check_sizes(config: &BertConfig) -> Result<(), String> {
+    for (key, value) in [
+        ("vocab_size", config.vocab_size),
+        ("hidden_size", config.hidden_size),
+        ("num_hidden_layers", config.num_hidden_layers),
+        ("num_attention_heads", config.num_attention_heads),
+        ("intermediate_size", config.intermediate_size),
+        ("max_position_embeddings", config.max_position_embeddings),
+        ("type_vocab_size", config.type_vocab_size),
+    ] {
+        if value == 0 {
+            return Err(format!("`{key}` is 0"));
+        }
+    }
+    if !config
+        .hidden_size
+        .is_multiple_of(config.num_attention_heads)
+    {
+        return Err(format!(
+            "num_attention_heads {} does not divide hidden_size {}",
+            config.num_attention_heads, config.hidden_size
+        ));
+    }
+    if config.pad_token_id >= config.vocab_size {
+        return Err(format!(
+            "pad_token_id {} is not below vocab_size {}",
+            config.pad_token_id, config.vocab_size
+        ));
+    }
+    Ok(())
+}
+
 /// sentence-transformers' pooling module: only mean pooling is implemented, so anything else
 /// is refused instead of producing vectors the rest of the world would not recognise.
 fn check_pooling(path: &Path, dim: usize) -> Result<(), EmbedError> {
@@ -379,6 +421,25 @@ mod tests {
         )
         .unwrap();
         check_pooling(&path, 384).unwrap();
+    }
+
+    #[test]
+    fn zero_or_inconsistent_sizes_are_refused_naming_config_json() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = |heads: u32, hidden: u32| {
+            format!(
+                r#"{{"model_type": "bert", "vocab_size": 30, "hidden_size": {hidden},
+                "num_hidden_layers": 1, "num_attention_heads": {heads}, "intermediate_size": 16,
+                "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "max_position_embeddings": 16,
+                "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
+                "pad_token_id": 0}}"#
+            )
+        };
+        for (heads, hidden, expect) in [(0, 8, "is 0"), (3, 8, "does not divide"), (2, 0, "is 0")] {
+            std::fs::write(tmp.path().join("config.json"), config(heads, hidden)).unwrap();
+            let err = MiniLm::load(tmp.path(), "x", 1).unwrap_err().to_string();
+            assert!(err.contains("config.json") && err.contains(expect), "{err}");
+        }
     }
 
     #[test]

@@ -51,16 +51,15 @@ pub enum EmbedError {
 }
 
 impl EmbedError {
-    /// Every variant is [`ErrorKind::Permanent`]; none is transient. A missing or corrupt model
-    /// stays so until someone installs it, and in-process inference is a deterministic function
-    /// of its input, so the same batch fails the same way on a retry. A remote embedder, which
-    /// can time out or be throttled, will add a transient variant; none exists yet because
-    /// nothing here can fail that way.
+    /// A missing or corrupt model is the worker's fault ([`ErrorKind::Environment`]): it stays so
+    /// until someone installs the model, and the call itself is fine. In-process inference is a
+    /// deterministic function of its input, so a batch that fails fails the same way on a retry
+    /// ([`ErrorKind::Permanent`]). A remote embedder, which can time out or be throttled, will
+    /// add a transient variant.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            EmbedError::Missing { .. } | EmbedError::Corrupt { .. } | EmbedError::Inference(_) => {
-                ErrorKind::Permanent
-            }
+            EmbedError::Missing { .. } | EmbedError::Corrupt { .. } => ErrorKind::Environment,
+            EmbedError::Inference(_) => ErrorKind::Permanent,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use callpipe_common::ids::CallId;
+use callpipe_common::ids::{CallId, Revision};
 use callpipe_common::store::{
     CallRecord, CallStatus, MetadataStore, ScoredKey, SearchFilter, SegmentDoc, SegmentKey,
     StoreError,
@@ -14,7 +14,6 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use super::sqlite::{json_error, key_at, role_at, Db};
 
 const BACKEND: &str = "metadata store";
-const VERSION: i64 = 1;
 
 /// `calls` keeps the whole record as JSON plus the columns filters need; `segments` is the
 /// FTS5 external content table, so the text is stored once.
@@ -56,6 +55,18 @@ CREATE TRIGGER segments_ad AFTER DELETE ON segments BEGIN
 END;
 ";
 
+/// Schema 2: the indexed revision is kept apart from the one in progress, so a call stays
+/// searchable while a newer revision is processed or after it failed. In schema 1 the record's
+/// revision was the searchable one exactly when the call was indexed.
+const INDEXED_REVISION: &str = "
+ALTER TABLE calls ADD COLUMN indexed_revision TEXT;
+UPDATE calls SET indexed_revision = revision, record = json_set(record, '$.indexed_revision', revision)
+    WHERE status = 'indexed';
+";
+
+/// Every schema change, oldest first (see `Db::open`).
+const MIGRATIONS: &[&str] = &[SCHEMA, INDEXED_REVISION];
+
 /// Calls, segments and keyword search in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteMetadata {
@@ -66,7 +77,7 @@ impl SqliteMetadata {
     /// Opens or creates the store at `path` (conventionally `<data dir>/metadata.db`).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(SqliteMetadata {
-            db: Db::open(BACKEND, path, VERSION, SCHEMA)?,
+            db: Db::open(BACKEND, path, MIGRATIONS)?,
         })
     }
 }
@@ -75,8 +86,9 @@ impl SqliteMetadata {
 const SEGMENT_COLUMNS: &str =
     "s.call_id, s.revision, s.channel, s.seq, s.role, s.start_s, s.end_s, s.text, s.avg_logprob";
 
-/// Joins segments to their call's current revision: the rule that hides stale segments.
-const CURRENT: &str = "JOIN calls c ON c.call_id = s.call_id AND c.revision = s.revision";
+/// Joins segments to their call's indexed revision: the rule that hides stale segments and
+/// those of a revision still in progress.
+const CURRENT: &str = "JOIN calls c ON c.call_id = s.call_id AND c.indexed_revision = s.revision";
 
 fn segment_from_row(row: &Row<'_>) -> rusqlite::Result<SegmentDoc> {
     Ok(SegmentDoc {
@@ -95,19 +107,23 @@ fn call_from_json(json: String) -> rusqlite::Result<CallRecord> {
     })
 }
 
+/// Writes `call` as it is, `indexed_revision` included; callers decide that field (a commit
+/// sets it, a plain put keeps the stored one).
 fn put_call_row(conn: &Connection, call: &CallRecord) -> rusqlite::Result<()> {
     let json = serde_json::to_string(call).map_err(json_error)?;
     conn.prepare_cached(
-        "INSERT INTO calls (call_id, revision, source, recorded_at_ms, duration_s, status, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO calls
+            (call_id, revision, indexed_revision, source, recorded_at_ms, duration_s, status, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (call_id) DO UPDATE SET
-            revision = excluded.revision, source = excluded.source,
-            recorded_at_ms = excluded.recorded_at_ms, duration_s = excluded.duration_s,
-            status = excluded.status, record = excluded.record",
+            revision = excluded.revision, indexed_revision = excluded.indexed_revision,
+            source = excluded.source, recorded_at_ms = excluded.recorded_at_ms,
+            duration_s = excluded.duration_s, status = excluded.status, record = excluded.record",
     )?
     .execute(params![
         call.call_id.as_str(),
         call.revision.as_str(),
+        call.indexed_revision.as_ref().map(|r| r.as_str()),
         call.source,
         call.recorded_at_ms,
         call.duration_s,
@@ -196,8 +212,20 @@ impl MetadataStore for SqliteMetadata {
     }
 
     async fn put_call(&self, call: &CallRecord) -> Result<(), StoreError> {
-        let call = call.clone();
-        self.db.run(move |conn| put_call_row(conn, &call)).await
+        let mut call = call.clone();
+        self.db
+            .run(move |conn| {
+                // Only a commit moves the indexed revision; read it and write it back as it is.
+                let tx = conn.transaction()?;
+                let stored: Option<Option<String>> = tx
+                    .prepare_cached("SELECT indexed_revision FROM calls WHERE call_id = ?1")?
+                    .query_row([call.call_id.as_str()], |r| r.get(0))
+                    .optional()?;
+                call.indexed_revision = stored.flatten().map(Revision::new);
+                put_call_row(&tx, &call)?;
+                tx.commit()
+            })
+            .await
     }
 
     async fn commit_call(
@@ -205,6 +233,16 @@ impl MetadataStore for SqliteMetadata {
         call: &CallRecord,
         segments: &[SegmentDoc],
     ) -> Result<(), StoreError> {
+        if call.status != CallStatus::Indexed || !call.is_indexed(&call.revision) {
+            return Err(StoreError::Failed {
+                backend: BACKEND,
+                what: format!("call {}", call.call_id),
+                reason: format!(
+                    "a commit must mark revision {} indexed (status `{}`, indexed revision {:?})",
+                    call.revision, call.status, call.indexed_revision
+                ),
+            });
+        }
         if let Some(bad) = segments
             .iter()
             .find(|s| s.key.call_id != call.call_id || s.key.revision != call.revision)
@@ -407,7 +445,6 @@ impl MetadataStore for SqliteMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use callpipe_common::ids::Revision;
 
     #[tokio::test]
     async fn conformance() {

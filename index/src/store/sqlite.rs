@@ -20,14 +20,15 @@ pub(crate) struct Db {
 }
 
 impl Db {
-    /// Opens (creating) `path` in WAL mode. `schema` runs in a transaction when the file's
-    /// `user_version` is below `version`; a file from a newer callpipe is refused.
+    /// Opens (creating) `path` in WAL mode and brings its schema up to date: `migrations[i]`
+    /// takes a file from `user_version` i to i + 1 (the first creates the schema), each in its
+    /// own transaction. A file from a newer callpipe is refused.
     pub(crate) fn open(
         backend: &'static str,
         path: &Path,
-        version: i64,
-        schema: &str,
+        migrations: &[&str],
     ) -> Result<Self, StoreError> {
+        let version = migrations.len() as i64;
         let shown = path.display().to_string();
         let fail = |e: rusqlite::Error| error(backend, &shown, e);
         if let Some(dir) = path.parent() {
@@ -58,10 +59,10 @@ impl Db {
                 ),
             });
         }
-        if found < version {
+        for (to, migration) in migrations.iter().enumerate().skip(found.max(0) as usize) {
             let tx = conn.transaction().map_err(fail)?;
-            tx.execute_batch(schema).map_err(fail)?;
-            tx.pragma_update(None, "user_version", version)
+            tx.execute_batch(migration).map_err(fail)?;
+            tx.pragma_update(None, "user_version", to as i64 + 1)
                 .map_err(fail)?;
             tx.commit().map_err(fail)?;
         }

@@ -8,13 +8,13 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use callpipe_common::ids::CallId;
 use callpipe_common::store::{
-    CallFacets, ScoredKey, SearchFilter, SegmentKey, StoreError, VectorDoc, VectorIndex,
+    now_ms, CallFacets, ScoredKey, SearchFilter, SegmentKey, StoreError, VectorDoc, VectorIndex,
 };
 use callpipe_common::Role;
 use rusqlite::{params, OptionalExtension};
@@ -22,7 +22,6 @@ use rusqlite::{params, OptionalExtension};
 use super::sqlite::{key_at, role_at, Db};
 
 const BACKEND: &str = "vector index";
-const VERSION: i64 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -121,7 +120,7 @@ impl DiskVectorIndex {
     /// An index made by another model or of another dimension is refused: mixing embedding
     /// spaces would make similarity meaningless.
     pub fn open(path: &Path, dim: usize, model: &str) -> Result<Self, StoreError> {
-        let db = Db::open(BACKEND, path, VERSION, SCHEMA)?;
+        let db = Db::open(BACKEND, path, &[SCHEMA])?;
         let shown = path.display().to_string();
         let stored = db.run_now(|conn| {
             let get = |key: &str| -> rusqlite::Result<Option<String>> {
@@ -163,11 +162,81 @@ impl DiskVectorIndex {
         })
     }
 
+    /// [`DiskVectorIndex::open`], except that a file that cannot be read as an index
+    /// (corrupt, truncated, not a database, vectors of the wrong size) is moved aside to
+    /// `<path>.unreadable-<ms>` and an empty index started in its place; the path it was moved
+    /// to is returned, so the caller can rebuild the vectors from the metadata store. An index
+    /// of another model is refused as by `open`, never moved. Only the data directory's writer
+    /// may call this.
+    pub fn open_or_reset(
+        path: &Path,
+        dim: usize,
+        model: &str,
+    ) -> Result<(Self, Option<PathBuf>), StoreError> {
+        let err = match Self::open(path, dim, model) {
+            Ok(index) => return Ok((index, None)),
+            Err(e) => e,
+        };
+        if !path.exists() || !unreadable(path, dim) {
+            return Err(err);
+        }
+        let aside = path.with_extension(format!("db.unreadable-{}", now_ms()));
+        let moved = |e: std::io::Error| StoreError::Failed {
+            backend: BACKEND,
+            what: path.display().to_string(),
+            reason: format!("unreadable ({err}), and moving it aside failed: {e}"),
+        };
+        std::fs::rename(path, &aside).map_err(moved)?;
+        // The write-ahead log and shared memory belong to the file moved aside.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            match std::fs::remove_file(PathBuf::from(side)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(moved(e)),
+                _ => {}
+            }
+        }
+        tracing::warn!(path = %path.display(), moved_to = %aside.display(), error = %err,
+            "the vector index was unreadable; starting an empty one");
+        Ok((Self::open(path, dim, model)?, Some(aside)))
+    }
+
     fn invalid(&self, what: String, reason: String) -> StoreError {
         StoreError::Failed {
             backend: BACKEND,
             what,
             reason,
+        }
+    }
+}
+
+/// Whether `path` is damaged as a database or as an index of `dim`-component vectors, as
+/// opposed to a sound index that was refused for another reason (another model).
+fn unreadable(path: &Path, dim: usize) -> bool {
+    use rusqlite::ErrorCode;
+    let check = || -> rusqlite::Result<bool> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let verdict: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if verdict != "ok" {
+            return Ok(true);
+        }
+        let bad: i64 = conn.query_row(
+            "SELECT count(*) FROM vectors WHERE length(vector) != ?1",
+            [dim as i64 * 4],
+            |r| r.get(0),
+        )?;
+        Ok(bad > 0)
+    };
+    match check() {
+        Ok(damaged) => damaged,
+        Err(e) => {
+            matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+            ) || matches!(e, rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table"))
         }
     }
 }
@@ -439,6 +508,26 @@ mod tests {
         let err = DiskVectorIndex::open(&path, 16, "b").unwrap_err();
         assert!(err.to_string().contains("model `a`"), "{err}");
         assert!(DiskVectorIndex::open(&path, 8, "a").is_err());
+    }
+
+    #[test]
+    fn an_unreadable_file_is_moved_aside_but_another_model_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vectors.db");
+        DiskVectorIndex::open(&path, 16, "a").unwrap();
+        // Another model: refused, and the file stays where it is.
+        assert!(DiskVectorIndex::open_or_reset(&path, 16, "b").is_err());
+        assert!(path.exists());
+        // Garbage over the file (a torn copy, a disk error): moved aside, a fresh index opens.
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        assert!(DiskVectorIndex::open(&path, 16, "a").is_err());
+        let (index, aside) = DiskVectorIndex::open_or_reset(&path, 16, "a").unwrap();
+        let aside = aside.expect("moved aside");
+        assert!(aside.exists(), "{}", aside.display());
+        assert_eq!(std::fs::read(&aside).unwrap(), vec![0x5a; 8192]);
+        drop(index);
+        let (_, again) = DiskVectorIndex::open_or_reset(&path, 16, "a").unwrap();
+        assert!(again.is_none(), "the new file is sound");
     }
 
     #[test]

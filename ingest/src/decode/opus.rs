@@ -8,7 +8,7 @@ use symphonia::core::packet::Packet;
 /// libopus decodes at one of its native rates; 16 kHz is the pipeline's working rate.
 pub(super) const OPUS_OUTPUT_RATE: u32 = 16_000;
 /// Opus timestamps (pre-skip, trims) count 48 kHz samples whatever the output rate.
-const OPUS_TIMEBASE_RATE: u32 = 48_000;
+pub(super) const OPUS_TIMEBASE_RATE: u32 = 48_000;
 /// The longest Opus packet is 120 ms.
 const MAX_PACKET_FRAMES: usize = (OPUS_OUTPUT_RATE as usize) * 120 / 1000;
 
@@ -34,8 +34,9 @@ impl OpusDecoder {
         })
     }
 
-    /// Decodes one packet into `planes`, applying the container's trims (encoder pre-skip at
-    /// the start, padding at the end). Returns the frames written.
+    /// Decodes one packet into `planes`, applying the trims the container set on it (padding
+    /// at the end; the pre-skip, which symphonia's Ogg reader leaves on the track, is dropped by
+    /// the caller). Returns the frames written.
     pub(super) fn decode(
         &mut self,
         packet: &Packet,
@@ -45,9 +46,12 @@ impl OpusDecoder {
             .decoder
             .decode_float(&packet.data, &mut self.interleaved, false)
             .map_err(|e| format!("corrupt Opus packet: {e}"))?;
-        let scale = (OPUS_TIMEBASE_RATE / OPUS_OUTPUT_RATE) as u64;
-        let start = ((packet.trim_start.get() / scale) as usize).min(frames);
-        let end = frames.saturating_sub((packet.trim_end.get() / scale) as usize);
+        // The trims come from the container (pre-skip, the last page's granule position) and can
+        // be anything; they are clamped to the packet while still 64-bit.
+        let scale = u64::from(OPUS_TIMEBASE_RATE / OPUS_OUTPUT_RATE);
+        let clamp = |trim: u64| (trim / scale).min(frames as u64) as usize;
+        let start = clamp(packet.trim_start.get());
+        let end = frames - clamp(packet.trim_end.get());
         let kept = end.saturating_sub(start);
         planes.resize_with(self.channels, Vec::new);
         for (ch, plane) in planes.iter_mut().enumerate() {

@@ -179,11 +179,15 @@ impl RawPackets {
         format: &RawFormat,
         remaining: Option<u64>,
     ) -> Self {
+        // The caller has checked the channel count (1..=MAX_CHANNELS), so this buffer is at most
+        // 4096 frames × 64 channels × 8 bytes, and a frame is never 0 bytes; `max(1)` keeps the
+        // `%` in `next` defined regardless.
+        let frame_bytes = format.frame_bytes().max(1);
         RawPackets {
             reader,
-            frame_bytes: format.frame_bytes(),
+            frame_bytes,
             remaining,
-            buf: vec![0; RAW_PACKET_FRAMES * format.frame_bytes()],
+            buf: vec![0; RAW_PACKET_FRAMES * frame_bytes],
             partial_tail: false,
         }
     }
@@ -192,7 +196,8 @@ impl RawPackets {
     pub(super) fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
         let want = match self.remaining {
             Some(0) => return Ok(None),
-            Some(left) => (left as usize).min(self.buf.len()),
+            // Compared as u64 first: a header's byte count need not fit a usize.
+            Some(left) => left.min(self.buf.len() as u64) as usize,
             None => self.buf.len(),
         };
         let mut filled = 0;
@@ -223,6 +228,10 @@ impl RawPackets {
     }
 }
 
+/// How much of a SPHERE file is read to find the end of its header. The header is text; every
+/// field this decoder reads comes well before this.
+pub(super) const SPHERE_MAX_HEADER_READ: usize = 16 * 1024;
+
 /// A parsed NIST SPHERE header: the layout of the samples that follow it.
 #[derive(Debug, PartialEq)]
 pub(super) struct SphereHeader {
@@ -235,7 +244,7 @@ pub(super) struct SphereHeader {
 /// corpora. Only uncompressed PCM, mu-law and A-law are supported; shorten-compressed files are
 /// reported as unsupported.
 pub(super) fn parse_sphere_header(bytes: &[u8]) -> Result<SphereHeader, String> {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(16 * 1024)]);
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(SPHERE_MAX_HEADER_READ)]);
     let mut lines = text.lines();
     if lines.next() != Some("NIST_1A") {
         return Err("not a NIST SPHERE header".into());

