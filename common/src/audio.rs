@@ -107,3 +107,20 @@ mod tests {
         assert!("caller".parse::<Role>().is_err());
     }
 }
+
+/// A stretch of one channel's 16 kHz audio that the front end kept: the speech and the padding
+/// around it, not the silence between. Ingest produces it and transcription packs it, so it
+/// lives here, where both stages meet.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AudioSpan {
+    /// Where it starts in the channel, in 16 kHz samples from the start of the call.
+    pub start: usize,
+    pub samples: Vec<f32>,
+}
+
+impl AudioSpan {
+    /// One past its last sample, in the channel's samples.
+    pub fn end(&self) -> usize {
+        self.start + self.samples.len()
+    }
+}

@@ -25,7 +25,7 @@ pub mod pool;
 pub mod store;
 pub mod transcript;
 
-pub use audio::{Role, SpeechSegment, SAMPLE_RATE};
+pub use audio::{AudioSpan, Role, SpeechSegment, SAMPLE_RATE};
 pub use config::Config;
 pub use error::ErrorKind;
 pub use ids::{CallId, Revision};

