@@ -213,7 +213,8 @@ fn synthetic_call_has_roles_turn_order_and_word_times() {
         let pairs = match_words(&r, &h);
         // 70%: tiny.en on espeak's robotic voice is borderline on numbers and short function
         // words, and the engine library's int8 kernels tip a few of them either way (22 of 30
-        // words on the customer channel with the upstream library).
+        // words on the customer channel with the upstream library, 24 with the from-source
+        // build: "changed" and "to" are the difference).
         assert!(
             pairs.len() * 10 >= r.len() * 7,
             "channel {}: only {} of {} words recognised: {:?}",
