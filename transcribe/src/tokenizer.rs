@@ -254,8 +254,9 @@ fn read_tokens(dir: &Path) -> Result<(Vec<String>, PathBuf), ModelError> {
 }
 
 /// The id of every entry of a `tokenizer.json` (`model.vocab` and `added_tokens`), each checked
-/// to be an integer below `limit`, and below [`MAX_TOKENS`] whatever the limit.
-fn tokenizer_json_entries<'a>(
+/// to be an integer below `limit`, and below [`MAX_TOKENS`] whatever the limit. Whisper's and
+/// the embedding model's tokenizers share this check.
+pub(crate) fn tokenizer_json_entries<'a>(
     path: &Path,
     value: &'a serde_json::Value,
     limit: u64,

@@ -265,6 +265,15 @@ fn check_tokenizer(path: &Path, vocab_size: u64) -> Result<(), ModelError> {
         path: path.to_owned(),
         reason,
     };
+    // `model.vocab` and `added_tokens`, as the Whisper tokenizer's are checked.
+    crate::tokenizer::tokenizer_json_entries(path, &value, vocab_size)?;
+    if let Some(pad) = value.pointer("/padding/pad_id") {
+        if pad.as_u64().is_none_or(|id| id >= vocab_size) {
+            return Err(corrupt(format!(
+                "padding.pad_id is {pad}, outside the model's {vocab_size} embeddings"
+            )));
+        }
+    }
     let model = value
         .get("model")
         .ok_or_else(|| corrupt("no `model` section".into()))?;
@@ -272,27 +281,6 @@ fn check_tokenizer(path: &Path, vocab_size: u64) -> Result<(), ModelError> {
         .get("vocab")
         .and_then(|v| v.as_object())
         .ok_or_else(|| corrupt("no model.vocab table".into()))?;
-    let mut ids: Vec<(&str, &serde_json::Value)> =
-        vocab.iter().map(|(t, id)| (t.as_str(), id)).collect();
-    if let Some(added) = value.get("added_tokens") {
-        let added = added
-            .as_array()
-            .ok_or_else(|| corrupt("added_tokens is not a list".into()))?;
-        for entry in added {
-            let token = entry.get("content").and_then(|v| v.as_str()).unwrap_or("?");
-            ids.push((token, entry.get("id").unwrap_or(&serde_json::Value::Null)));
-        }
-    }
-    if let Some(pad) = value.pointer("/padding/pad_id") {
-        ids.push(("padding.pad_id", pad));
-    }
-    for (token, id) in ids {
-        if id.as_u64().is_none_or(|id| id >= vocab_size) {
-            return Err(corrupt(format!(
-                "token {token:?} has id {id}, outside the model's {vocab_size} embeddings"
-            )));
-        }
-    }
     if let Some(unk) = model.get("unk_token").and_then(|v| v.as_str()) {
         if !vocab.contains_key(unk) {
             return Err(corrupt(format!(
