@@ -15,12 +15,14 @@
 //!   pool, never on tokio worker threads; [`pool::CpuPool::run`] is the bridge.
 //! - [`store`]: the backend traits (object store, metadata store, vector index), their
 //!   shared types and conformance suites, and the local-directory object store.
+//! - [`lane`]: live, upload and backfill priority, which every scheduler of calls orders by.
 //! - [`error`]: the transient/permanent split that retry and acknowledgement logic matches on.
 
 pub mod audio;
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod lane;
 pub mod pool;
 pub mod store;
 pub mod transcript;
@@ -29,5 +31,6 @@ pub use audio::{AudioSpan, Role, SpeechSegment, SAMPLE_RATE};
 pub use config::Config;
 pub use error::ErrorKind;
 pub use ids::{CallId, Revision};
+pub use lane::Lane;
 pub use pool::CpuPool;
 pub use transcript::{ChannelTranscript, Segment, Transcript, Word};

@@ -96,6 +96,55 @@ struct Summary {
     /// Audio seconds per CPU second (all threads).
     speed_per_cpu: f64,
     model: String,
+    /// What the engine did, when this run transcribed (not with `--hypotheses`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<EngineSummary>,
+}
+
+/// The engine's work over the run: how many encoder passes the speech cost against the floor
+/// of one per 30 s, how full its batches were, and where its time went.
+#[derive(Debug, Serialize)]
+struct EngineSummary {
+    /// Seconds of speech packed for transcription (all channels).
+    speech_s: f64,
+    /// Encoder passes, fallback re-encodes included.
+    encodes: u64,
+    /// Encoder passes per 30 s of speech; 1.0 is the floor.
+    encodes_per_30s: f64,
+    windows: u64,
+    leftover_windows: u64,
+    mean_batch: f64,
+    fallback_decodes: u64,
+    /// Engine seconds per phase (all threads).
+    phase_s: std::collections::BTreeMap<&'static str, f64>,
+}
+
+impl EngineSummary {
+    fn of(asr: &Asr) -> Self {
+        let stats = asr.transcriber.stats();
+        let work = asr.transcriber.engine().work();
+        let speech_s = stats.speech_samples as f64 / callpipe_common::SAMPLE_RATE as f64;
+        let p = work.phases;
+        let s = |ns: u64| ns as f64 / 1e9;
+        EngineSummary {
+            speech_s,
+            encodes: work.encodes,
+            encodes_per_30s: work.encodes as f64 / (speech_s / 30.0).max(1e-9),
+            windows: stats.windows,
+            leftover_windows: stats.leftover_windows,
+            mean_batch: stats.windows as f64 / stats.batches.max(1) as f64,
+            fallback_decodes: work.fallback_decodes,
+            phase_s: [
+                ("mel", s(p.mel_ns)),
+                ("encode", s(p.encode_ns)),
+                ("generate", s(p.generate_ns)),
+                ("fallback", s(p.fallback_ns)),
+                ("align", s(p.align_ns)),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
 }
 
 /// CPU seconds this process has used, user plus system, all threads.
@@ -130,6 +179,11 @@ pub async fn run(ctx: &Context, args: EvalArgs) -> anyhow::Result<ExitCode> {
         args.manifest.display()
     );
 
+    // Timed from after the model has loaded, as the peers in benches/ are.
+    let asr = match &args.hypotheses {
+        Some(_) => None,
+        None => Some(Arc::new(Asr::load(ctx, &args.engine)?)),
+    };
     let (wall0, cpu0) = (Instant::now(), cpu_seconds());
     let (model, mut scores) = match &args.hypotheses {
         Some(file) => {
@@ -152,7 +206,7 @@ pub async fn run(ctx: &Context, args: EvalArgs) -> anyhow::Result<ExitCode> {
             )
         }
         None => {
-            let asr = Arc::new(Asr::load(ctx, &args.engine)?);
+            let asr = Arc::clone(asr.as_ref().context("the engine is loaded")?);
             let model = asr.transcriber.engine().path().display().to_string();
             let in_flight = asr.in_flight();
             let scores = stream::iter(labelled)
@@ -211,6 +265,7 @@ pub async fn run(ctx: &Context, args: EvalArgs) -> anyhow::Result<ExitCode> {
         speed: audio_s / wall_s.max(1e-9),
         speed_per_cpu: audio_s / cpu_s.max(1e-9),
         model,
+        engine: asr.as_deref().map(EngineSummary::of),
     };
     let mut out = stdout.lock();
     if args.json {

@@ -125,10 +125,12 @@ impl Asr {
 
     /// Calls in flight at once. Each holds the 16 kHz audio around its speech (230 MB per hour
     /// of speech on one channel; silence is dropped as it decodes), at most
-    /// `ingest.max_call_memory_mb`, so this stays small; a call gives several windows, so a few
-    /// calls keep every replica's batches full.
+    /// `ingest.max_call_memory_mb`, so this stays small. Every replica's batches must stay full
+    /// from the calls in flight: a long call gives several windows, but a short one, or any
+    /// call's leftovers, only one: so one call per replica, plus half a batch more.
     pub fn in_flight(&self) -> usize {
-        self.transcriber.engine().replicas() + 1
+        let engine = self.transcriber.engine();
+        engine.replicas() + engine.config().batch_size.div_ceil(2)
     }
 
     /// What the engine transcribes of a decoded call: each channel's speech, or (with `--no-vad`)

@@ -26,6 +26,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use callpipe_common::config::{Device, TranscribeConfig};
 use ct2rs::sys::{self, ComputeType, StorageView, WhisperOptions};
@@ -66,6 +67,11 @@ pub const FALLBACK_BUDGET_BASE: usize = 10;
 /// mostly noise, where it holds fallback work to about one extra decode per window instead of
 /// five.
 pub const FALLBACK_BUDGET_PER_MINUTE: usize = 2;
+/// Least number of tokens a decode may generate, however short its audio: room for the
+/// prompt's echo, two timestamps and a few words.
+const MIN_NEW_TOKENS: usize = 16;
+/// Tokens per second of audio a decode may generate ([`max_new_tokens`]).
+const TOKENS_PER_SECOND_CAP: usize = 12;
 /// Punctuation Whisper's word timing glues to the next or the previous word.
 const PREPEND_PUNCTUATION: &str = "\"'“¿([{-";
 const APPEND_PUNCTUATION: &str = "\"'.。,，!！?？:：”)]}、";
@@ -90,14 +96,80 @@ fn inference(e: impl std::fmt::Display) -> EngineError {
 }
 
 /// One window of a batch: 16 kHz audio of at most 30 s, and the sample offsets where its
-/// separately spoken pieces start (where decoding may resume if the model stops early).
+/// separately spoken pieces start. Decoding may resume at a piece if the model stops early,
+/// and a segment that runs across the start of a piece is aligned into words, even when word
+/// timestamps are off, so that it can be split at the seam.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchItem<'a> {
     pub samples: &'a [f32],
     pub piece_starts: &'a [usize],
-    /// Align words even when word timestamps are off: the window mixes channels, and only
-    /// words can split a segment at the seam between them.
-    pub needs_words: bool,
+}
+
+/// What one pass decoded of a window ([`Engine::decode_pass`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pass {
+    /// Segments in window time.
+    pub segments: Vec<RawSegment>,
+    /// The window sample where the model stopped before the end, so the rest is still to be
+    /// transcribed; `None` once the window is done.
+    pub rest_from: Option<usize>,
+}
+
+/// One item of a pass: a window, the mel frame it is decoded from, and what it may spend.
+struct PassItem<'a> {
+    window: BatchItem<'a>,
+    seek: usize,
+    budget: &'a FallbackBudget,
+    /// The window's index in its batch, for log lines.
+    label: usize,
+}
+
+/// The decoder prompt, as tokens for `generate` and as ids for `align`.
+struct Prompt {
+    tokens: Vec<String>,
+    ids: Vec<usize>,
+}
+
+fn check_budgets(
+    windows: &[BatchItem<'_>],
+    budgets: &[&FallbackBudget],
+) -> Result<(), EngineError> {
+    if budgets.len() == windows.len() {
+        Ok(())
+    } else {
+        Err(inference(format!(
+            "{} fallback budgets for {} windows",
+            budgets.len(),
+            windows.len()
+        )))
+    }
+}
+
+fn frames_to_s(frames: usize) -> f64 {
+    frames as f64 * HOP as f64 / crate::SAMPLE_RATE as f64
+}
+
+/// Tokens one decode may generate over windows of `sizes` mel frames: about twice the fastest
+/// speech (Whisper writes about 6 tokens per second of fast English, timestamps included),
+/// plus a margin, and never more than CTranslate2's 224. A full window is unaffected; a short
+/// stretch cannot run on for 224 tokens of hallucination, which is what made a fallback on a
+/// one-second remainder cost more than a whole window.
+fn max_new_tokens(sizes: impl Iterator<Item = usize>) -> usize {
+    let frames = sizes.max().unwrap_or(0);
+    let by_audio = MIN_NEW_TOKENS + frames * TOKENS_PER_SECOND_CAP / 100;
+    by_audio.min(MAX_LENGTH / 2)
+}
+
+/// Whether a segment runs from one piece into the next: it starts before a piece's start and
+/// ends after it, by more than timestamps drift.
+fn crosses_a_seam(segments: &[RawSegment], piece_starts: &[usize]) -> bool {
+    const SLACK_S: f64 = 0.1;
+    piece_starts.iter().skip(1).any(|&start| {
+        let seam = start as f64 / crate::SAMPLE_RATE as f64;
+        segments
+            .iter()
+            .any(|s| s.start + SLACK_S < seam && s.end > seam + SLACK_S)
+    })
 }
 
 /// A word, in seconds from the start of its window.
@@ -243,12 +315,41 @@ impl WindowAllowance {
 /// The decoding work an engine has done since it was loaded, summed over its replicas.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecodeWork {
-    /// Windows encoded (a batch of four counts four).
+    /// Windows encoded (a batch of four counts four), fallback re-encodes included.
     pub encodes: u64,
     /// Passes: first decodes of a window from its seek, at temperature 0.
     pub passes: u64,
     /// Decodes at a fallback temperature.
     pub fallback_decodes: u64,
+    /// Engine time per phase, summed over threads.
+    pub phases: PhaseTimes,
+}
+
+/// Where engine time goes: nanoseconds per phase, summed over threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PhaseTimes {
+    /// Log-mel spectrograms.
+    pub mel_ns: u64,
+    /// Encoder passes, fallback re-encodes included.
+    pub encode_ns: u64,
+    /// Decoding at temperature 0.
+    pub generate_ns: u64,
+    /// Decoding at fallback temperatures.
+    pub fallback_ns: u64,
+    /// Word alignment.
+    pub align_ns: u64,
+}
+
+impl PhaseTimes {
+    fn since(&self, e: &PhaseTimes) -> PhaseTimes {
+        PhaseTimes {
+            mel_ns: self.mel_ns.saturating_sub(e.mel_ns),
+            encode_ns: self.encode_ns.saturating_sub(e.encode_ns),
+            generate_ns: self.generate_ns.saturating_sub(e.generate_ns),
+            fallback_ns: self.fallback_ns.saturating_sub(e.fallback_ns),
+            align_ns: self.align_ns.saturating_sub(e.align_ns),
+        }
+    }
 }
 
 impl DecodeWork {
@@ -260,8 +361,18 @@ impl DecodeWork {
             fallback_decodes: self
                 .fallback_decodes
                 .saturating_sub(earlier.fallback_decodes),
+            phases: self.phases.since(&earlier.phases),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Mel,
+    Encode,
+    Generate,
+    Fallback,
+    Align,
 }
 
 #[derive(Debug, Default)]
@@ -269,11 +380,29 @@ struct WorkCounters {
     encodes: AtomicU64,
     passes: AtomicU64,
     fallback_decodes: AtomicU64,
+    /// Nanoseconds per [`Phase`], in its order.
+    phases: [AtomicU64; 5],
 }
 
 impl WorkCounters {
     fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn time(&self, phase: Phase, since: Instant) {
+        let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.phases[phase as usize].fetch_add(ns, Ordering::Relaxed);
+    }
+
+    fn phases(&self) -> PhaseTimes {
+        let at = |p: Phase| self.phases[p as usize].load(Ordering::Relaxed);
+        PhaseTimes {
+            mel_ns: at(Phase::Mel),
+            encode_ns: at(Phase::Encode),
+            generate_ns: at(Phase::Generate),
+            fallback_ns: at(Phase::Fallback),
+            align_ns: at(Phase::Align),
+        }
     }
 }
 
@@ -287,6 +416,8 @@ pub struct Engine {
     path: PathBuf,
     config: TranscribeConfig,
     replicas: usize,
+    /// Whether the CPU kernels are Intel MKL's.
+    mkl: bool,
     work: WorkCounters,
 }
 
@@ -330,6 +461,33 @@ fn cuda_ready() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the engine's CPU kernels are Intel MKL's, by the library's own rule: `CT2_USE_MKL`
+/// when set, else an Intel CPU. The from-source build has oneDNN only.
+///
+/// MKL is the faster of the two here (about a quarter on int8 tiny.en, one thread), but on
+/// virtualised Xeons its `gemm_s8u8s32` divides by zero (SIGFPE) as soon as two threads run it
+/// at once; one thread at a time, with intra-op threads inside it, is safe.
+pub fn mkl_backend() -> bool {
+    static MKL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MKL.get_or_init(|| {
+        if cfg!(feature = "engine-source") {
+            return false;
+        }
+        match std::env::var("CT2_USE_MKL") {
+            Ok(v) => matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "on"),
+            Err(_) => intel_cpu(),
+        }
+    })
+}
+
+fn intel_cpu() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines()
+            .find(|l| l.starts_with("vendor_id"))
+            .is_some_and(|l| l.contains("GenuineIntel"))
+    })
+}
+
 /// Whether the dynamic loader finds `name` the way the engine library will (the binary's
 /// rpath holds the engine's directory, where `install-engine.sh --cuda` puts cuBLAS).
 fn can_load(name: &str) -> bool {
@@ -364,7 +522,24 @@ impl Engine {
         }
         let info = model::validate(dir)?;
         let tokenizer = Tokenizer::load(dir, info.multilingual)?;
-        let replicas = replicas.max(1);
+        let requested = replicas.max(1);
+        let threads = config.threads_per_replica.max(1);
+        let mkl = config.device == Device::Cpu && mkl_backend();
+        // MKL's int8 GEMM dies (SIGFPE) when two threads run it at once on some CPUs, so on
+        // MKL the engine is one replica whose intra-op threads do the work the replicas would.
+        let (replicas, threads) = if mkl {
+            (1, requested.saturating_mul(threads).min(256))
+        } else {
+            (requested, threads)
+        };
+        if mkl && requested > 1 {
+            tracing::info!(
+                replicas = requested,
+                threads,
+                "Intel MKL backend: one engine replica with the replicas' threads (set \
+                 CT2_USE_MKL=0 for oneDNN and separate replicas)"
+            );
+        }
         let ct2_config = sys::Config {
             device: match config.device {
                 Device::Cpu => sys::Device::CPU,
@@ -374,7 +549,7 @@ impl Engine {
             // One replica per index; on the CPU every index is device 0.
             device_indices: vec![0; replicas],
             tensor_parallel: false,
-            num_threads_per_replica: config.threads_per_replica.max(1),
+            num_threads_per_replica: threads,
             max_queued_batches: 0,
             cpu_core_offset: -1,
         };
@@ -392,8 +567,20 @@ impl Engine {
             path: dir.to_owned(),
             config: config.clone(),
             replicas,
+            mkl,
             work: WorkCounters::default(),
         })
+    }
+
+    /// Runs one engine call. On MKL, calls from every engine in the process take turns (see
+    /// [`mkl_backend`]); with one engine of one replica, as the binary runs, the lock is never
+    /// contended.
+    fn ct2<T>(&self, call: impl FnOnce() -> T) -> T {
+        static MKL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = self
+            .mkl
+            .then(|| MKL.lock().unwrap_or_else(|e| e.into_inner()));
+        call()
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -418,6 +605,7 @@ impl Engine {
             encodes: self.work.encodes.load(Ordering::Relaxed),
             passes: self.work.passes.load(Ordering::Relaxed),
             fallback_decodes: self.work.fallback_decodes.load(Ordering::Relaxed),
+            phases: self.work.phases(),
         }
     }
 
@@ -456,7 +644,9 @@ impl Engine {
             Default::default(),
         )
         .map_err(inference)?;
-        let results = self.whisper.detect_language(&view).map_err(inference)?;
+        let results = self
+            .ct2(|| self.whisper.detect_language(&view))
+            .map_err(inference)?;
         let mut totals: Vec<(String, f32)> = Vec::new();
         for per_window in results {
             for r in per_window {
@@ -500,6 +690,10 @@ impl Engine {
 
     /// [`Engine::transcribe_batch`], with `budgets[i]` the fallback budget of the call that
     /// window `i` belongs to (windows of one call share one).
+    ///
+    /// Each window is decoded to its end: a pass that stops early is followed by another from
+    /// where it stopped, re-encoding the rest of the window. The transcriber does better with
+    /// [`Engine::decode_pass`], handing the rest to its packer instead.
     pub fn transcribe_batch_budgeted(
         &self,
         mel: &mut LogMel,
@@ -507,18 +701,8 @@ impl Engine {
         language: Option<&str>,
         budgets: &[&FallbackBudget],
     ) -> Result<Vec<Vec<RawSegment>>, EngineError> {
-        if budgets.len() != windows.len() {
-            return Err(inference(format!(
-                "{} fallback budgets for {} windows",
-                budgets.len(),
-                windows.len()
-            )));
-        }
-        let sot_sequence = self.sot_sequence(language)?;
-        let sot_ids: Vec<usize> = sot_sequence
-            .iter()
-            .filter_map(|t| self.tokenizer.id(t))
-            .collect();
+        check_budgets(windows, budgets)?;
+        let prompt = self.prompt(language)?;
         let content: Vec<usize> = windows.iter().map(|w| w.samples.len() / HOP).collect();
         let mut seeks = vec![0usize; windows.len()];
         let mut allowances: Vec<WindowAllowance> = windows
@@ -537,13 +721,11 @@ impl Engine {
                 if allowances[i].start_pass() {
                     active.push(i);
                 } else {
-                    let to_s =
-                        |frames: usize| frames as f64 * HOP as f64 / crate::SAMPLE_RATE as f64;
                     tracing::warn!(
                         call = %budgets[i].call(),
                         window = i,
-                        from_s = to_s(seeks[i]),
-                        to_s = to_s(content[i]),
+                        from_s = frames_to_s(seeks[i]),
+                        to_s = frames_to_s(content[i]),
                         passes = max_passes_per_window(windows[i].piece_starts.len()),
                         "pass limit reached: the rest of the window is not transcribed"
                     );
@@ -553,134 +735,328 @@ impl Engine {
             if active.is_empty() {
                 break;
             }
-            let (mut features, sizes) =
-                self.features(mel, active.iter().map(|&i| (windows[i].samples, seeks[i])));
-            let sizes: Vec<usize> = sizes
+            let items: Vec<PassItem<'_>> = active
                 .iter()
-                .zip(&active)
-                .map(|(&frames, &i)| frames.min(content[i] - seeks[i]))
+                .map(|&i| PassItem {
+                    window: windows[i],
+                    seek: seeks[i],
+                    budget: budgets[i],
+                    label: i,
+                })
                 .collect();
-            let per_item = mel.n_mels() * WINDOW_FRAMES;
-            let t_encode = std::time::Instant::now();
-            let encoded = {
-                let view = StorageView::new(
-                    &[active.len(), mel.n_mels(), WINDOW_FRAMES],
-                    &mut features,
-                    Default::default(),
-                )
-                .map_err(inference)?;
-                self.whisper.encode(&view, false).map_err(inference)?
-            };
-            WorkCounters::add(&self.work.encodes, active.len());
-
-            let encode_s = t_encode.elapsed().as_secs_f64();
-            let t_generate = std::time::Instant::now();
-            let prompts = vec![sot_sequence.clone(); active.len()];
-            let first = self
-                .whisper
-                .generate(&encoded, &prompts, &self.options(0.0))
-                .map_err(inference)?;
-            WorkCounters::add(&self.work.passes, active.len());
-
-            let offsets: Vec<f64> = active
-                .iter()
-                .map(|&i| seeks[i] as f64 * HOP as f64 / crate::SAMPLE_RATE as f64)
-                .collect();
-            let mut pass_segments: Vec<Vec<RawSegment>> = Vec::with_capacity(active.len());
-            // Per item: frames to seek, and whether the model claimed the rest is silence.
-            let mut advances: Vec<(usize, bool, Option<usize>)> = Vec::with_capacity(active.len());
-            for (k, (&i, result)) in active.iter().zip(first).enumerate() {
-                let mut decoded = self.score(result, 0.0);
-                if self.needs_fallback(&decoded) {
-                    // A batch of one already has this window's encoder output; a larger batch's
-                    // output cannot be sliced, so the window is encoded again on its own.
-                    let reuse = (active.len() == 1).then_some(&encoded);
-                    let item = &mut features[k * per_item..(k + 1) * per_item];
-                    let limits = Limits {
-                        window: &mut allowances[i],
-                        call: budgets[i],
-                        index: i,
-                        seek: seeks[i],
-                    };
-                    decoded =
-                        self.fallback(item, mel.n_mels(), &sot_sequence, decoded, reuse, limits)?;
-                }
-                let size = sizes[k];
-                if decoded.no_speech_prob > self.config.no_speech_threshold
-                    && decoded.avg_logprob < self.config.log_prob_threshold
-                {
-                    tracing::debug!(window = i, seek = seeks[i], size, "no speech: skipped");
-                    advances.push((size, false, None));
-                    pass_segments.push(Vec::new());
-                    continue;
-                }
-                let (segments, mut advance) = self.split_segments(&decoded, offsets[k], size);
-                if segments.is_empty() {
-                    // Nothing usable came out (say, a bare pair of timestamps at the start):
-                    // move on by at least a second, or a noisy window could take hundreds of
-                    // one-frame passes.
-                    advance = advance.max(MIN_EMPTY_ADVANCE_FRAMES.min(size));
-                }
-                tracing::debug!(
-                    window = i,
-                    seek = seeks[i],
-                    size,
-                    advance,
-                    temperature = decoded.temperature,
-                    avg_logprob = decoded.avg_logprob,
-                    no_speech_prob = decoded.no_speech_prob,
-                    compression_ratio = decoded.compression_ratio,
-                    text = %self.tokenizer.decode(&decoded.tokens),
-                    "decoded"
-                );
-                let last_ts = self.last_timestamp_frames(&decoded.tokens);
-                advances.push((advance, advance >= size, Some(last_ts)));
-                pass_segments.push(segments);
-            }
-
-            let generate_s = t_generate.elapsed().as_secs_f64();
-            let t_align = std::time::Instant::now();
-            if self.config.word_timestamps || active.iter().any(|&i| windows[i].needs_words) {
-                self.add_word_timestamps(&encoded, &sot_ids, &sizes, &offsets, &mut pass_segments)?;
-            }
-            tracing::debug!(
-                batch = active.len(),
-                encode_s,
-                generate_s,
-                align_s = t_align.elapsed().as_secs_f64(),
-                "pass timings"
-            );
-            for (k, (&i, segments)) in active.iter().zip(pass_segments).enumerate() {
-                let (mut advance, claims_done, last_ts) = advances[k];
-                if let (true, Some(last_ts)) = (claims_done, last_ts) {
-                    // The model says the rest is silence, but VAD found speech after what it
-                    // transcribed: resume at the next piece instead of dropping it. What was
-                    // transcribed ends at the last word when words were aligned (timestamps
-                    // drift over speech the model skipped), else at the last timestamp.
-                    let covered = segments
-                        .last()
-                        .and_then(|s| s.words.last())
-                        .map(|w| (w.end * crate::SAMPLE_RATE as f64) as usize / HOP)
-                        .unwrap_or(seeks[i] + last_ts);
-                    if let Some(next) =
-                        windows[i].piece_starts.iter().map(|&s| s / HOP).find(|&f| {
-                            f > covered.saturating_add(RESUME_MARGIN_FRAMES) && f > seeks[i]
-                        })
-                    {
-                        tracing::debug!(
-                            window = i,
-                            from = seeks[i],
-                            to = next,
-                            "resuming at the next speech piece"
-                        );
-                        advance = advance.min(next - seeks[i]);
-                    }
-                }
-                seeks[i] += advance.max(1);
-                out[i].extend(segments);
+            let mut held: Vec<WindowAllowance> = active.iter().map(|&i| allowances[i]).collect();
+            let passes = self.pass(mel, &prompt, &items, &mut held)?;
+            for ((&i, pass), allowance) in active.iter().zip(passes).zip(held) {
+                allowances[i] = allowance;
+                seeks[i] = pass.rest_from.map_or(content[i], |s| s / HOP);
+                out[i].extend(pass.segments);
             }
         }
         Ok(out)
+    }
+
+    /// One pass over each window of a batch, from its start: its segments in window time, and
+    /// where the model stopped when it did not reach the end. The caller decides what to do
+    /// with the rest (the transcriber packs it with other rests into a later window, so no
+    /// window is encoded twice). `budgets[i]` is the fallback budget of window `i`'s call.
+    pub fn decode_pass(
+        &self,
+        mel: &mut LogMel,
+        windows: &[BatchItem<'_>],
+        language: Option<&str>,
+        budgets: &[&FallbackBudget],
+    ) -> Result<Vec<Pass>, EngineError> {
+        check_budgets(windows, budgets)?;
+        let prompt = self.prompt(language)?;
+        let items: Vec<PassItem<'_>> = windows
+            .iter()
+            .zip(budgets)
+            .enumerate()
+            .map(|(label, (&window, &budget))| PassItem {
+                window,
+                seek: 0,
+                budget,
+                label,
+            })
+            .collect();
+        let mut allowances: Vec<WindowAllowance> = windows
+            .iter()
+            .map(|w| WindowAllowance::new(w.piece_starts.len()))
+            .collect();
+        self.pass(mel, &prompt, &items, &mut allowances)
+    }
+
+    /// The work of one pass: one encoder call for the batch, one decoding call at temperature
+    /// 0, batched fallbacks for the windows that fail the thresholds, and one alignment call for
+    /// the windows whose words are wanted or whose segments cross a seam between pieces.
+    fn pass(
+        &self,
+        mel: &mut LogMel,
+        prompt: &Prompt,
+        items: &[PassItem<'_>],
+        allowances: &mut [WindowAllowance],
+    ) -> Result<Vec<Pass>, EngineError> {
+        let n = items.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let (mut features, sizes) =
+            self.features(mel, items.iter().map(|it| (it.window.samples, it.seek)));
+        let content: Vec<usize> = items
+            .iter()
+            .map(|it| it.window.samples.len() / HOP)
+            .collect();
+        let sizes: Vec<usize> = sizes
+            .iter()
+            .zip(items.iter().zip(&content))
+            .map(|(&frames, (it, &c))| frames.min(c.saturating_sub(it.seek)))
+            .collect();
+        self.work.time(Phase::Mel, started);
+        let encoded = self.encode(&mut features, n, mel.n_mels())?;
+
+        let started = Instant::now();
+        let prompts = vec![prompt.tokens.clone(); n];
+        let options = self.options(0.0, max_new_tokens(sizes.iter().copied()));
+        let first = self
+            .ct2(|| self.whisper.generate(&encoded, &prompts, &options))
+            .map_err(inference)?;
+        WorkCounters::add(&self.work.passes, n);
+        let mut decoded: Vec<Decoded> = first.into_iter().map(|r| self.score(r, 0.0)).collect();
+        if decoded.len() != n {
+            return Err(inference(format!(
+                "{} results for {n} windows",
+                decoded.len()
+            )));
+        }
+        self.work.time(Phase::Generate, started);
+        self.fallbacks(
+            &mut decoded,
+            &features,
+            mel.n_mels(),
+            &sizes,
+            prompt,
+            items,
+            allowances,
+        )?;
+
+        let offsets: Vec<f64> = items.iter().map(|it| frames_to_s(it.seek)).collect();
+        let mut pass_segments: Vec<Vec<RawSegment>> = Vec::with_capacity(n);
+        // Per item: frames to seek, and whether the model claimed the rest is silence.
+        let mut advances: Vec<(usize, bool, Option<usize>)> = Vec::with_capacity(n);
+        for (k, decoded) in decoded.iter().enumerate() {
+            let (label, seek, size) = (items[k].label, items[k].seek, sizes[k]);
+            if decoded.no_speech_prob > self.config.no_speech_threshold
+                && decoded.avg_logprob < self.config.log_prob_threshold
+            {
+                tracing::debug!(window = label, seek, size, "no speech: skipped");
+                advances.push((size, false, None));
+                pass_segments.push(Vec::new());
+                continue;
+            }
+            let (segments, mut advance) = self.split_segments(decoded, offsets[k], size);
+            if segments.is_empty() {
+                // Nothing usable came out (say, a bare pair of timestamps at the start): move
+                // on by at least a second, or a noisy window could take hundreds of one-frame
+                // passes.
+                advance = advance.max(MIN_EMPTY_ADVANCE_FRAMES.min(size));
+            }
+            tracing::debug!(
+                window = label,
+                seek,
+                size,
+                advance,
+                temperature = decoded.temperature,
+                avg_logprob = decoded.avg_logprob,
+                no_speech_prob = decoded.no_speech_prob,
+                compression_ratio = decoded.compression_ratio,
+                text = %self.tokenizer.decode(&decoded.tokens),
+                "decoded"
+            );
+            let last_ts = self.last_timestamp_frames(&decoded.tokens);
+            advances.push((advance, advance >= size, Some(last_ts)));
+            pass_segments.push(segments);
+        }
+
+        let started = Instant::now();
+        let wanted: Vec<bool> = items
+            .iter()
+            .zip(&pass_segments)
+            .map(|(it, segments)| {
+                self.config.word_timestamps || crosses_a_seam(segments, it.window.piece_starts)
+            })
+            .collect();
+        if wanted.iter().any(|&w| w) {
+            self.add_word_timestamps(
+                &encoded,
+                &prompt.ids,
+                &sizes,
+                &offsets,
+                &wanted,
+                &mut pass_segments,
+            )?;
+            self.work.time(Phase::Align, started);
+        }
+
+        let mut out = Vec::with_capacity(n);
+        for (k, segments) in pass_segments.into_iter().enumerate() {
+            let (label, seek) = (items[k].label, items[k].seek);
+            let (mut advance, claims_done, last_ts) = advances[k];
+            if let (true, Some(last_ts)) = (claims_done, last_ts) {
+                // The model says the rest is silence, but VAD found speech after what it
+                // transcribed: resume at the next piece instead of dropping it. What was
+                // transcribed ends at the last word when words were aligned (timestamps drift
+                // over speech the model skipped), else at the last timestamp.
+                let covered = segments
+                    .last()
+                    .and_then(|s| s.words.last())
+                    .map(|w| (w.end * crate::SAMPLE_RATE as f64) as usize / HOP)
+                    .unwrap_or(seek + last_ts);
+                if let Some(next) = items[k]
+                    .window
+                    .piece_starts
+                    .iter()
+                    .map(|&s| s / HOP)
+                    .find(|&f| f > covered.saturating_add(RESUME_MARGIN_FRAMES) && f > seek)
+                {
+                    tracing::debug!(
+                        window = label,
+                        from = seek,
+                        to = next,
+                        "resuming at the next speech piece"
+                    );
+                    advance = advance.min(next - seek);
+                }
+            }
+            let next = seek + advance.max(1);
+            out.push(Pass {
+                segments,
+                rest_from: (content[k] > next + 1).then_some(next * HOP),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Encodes `n` stacked `[n_mels, 3000]` items in one call.
+    fn encode(
+        &self,
+        features: &mut [f32],
+        n: usize,
+        n_mels: usize,
+    ) -> Result<StorageView<'static>, EngineError> {
+        let started = Instant::now();
+        let view = StorageView::new(&[n, n_mels, WINDOW_FRAMES], features, Default::default())
+            .map_err(inference)?;
+        let encoded = self
+            .ct2(|| self.whisper.encode(&view, false))
+            .map_err(inference)?;
+        WorkCounters::add(&self.work.encodes, n);
+        self.work.time(Phase::Encode, started);
+        Ok(encoded)
+    }
+
+    /// Temperature fallback for the items of a pass whose decode fails the thresholds, one
+    /// temperature at a time, all failing items of the pass in one decoding call per step. Each
+    /// re-decode is capped at tokens in proportion to the audio it covers, so a short stretch
+    /// that fails costs a short decode. Items that stop failing drop out; those that never
+    /// pass keep their best decode, as [`Engine::best_of`] picks it.
+    #[allow(clippy::too_many_arguments)]
+    fn fallbacks(
+        &self,
+        decoded: &mut [Decoded],
+        features: &[f32],
+        n_mels: usize,
+        sizes: &[usize],
+        prompt: &Prompt,
+        items: &[PassItem<'_>],
+        allowances: &mut [WindowAllowance],
+    ) -> Result<(), EngineError> {
+        let mut failing: Vec<usize> = (0..decoded.len())
+            .filter(|&k| self.needs_fallback(&decoded[k]))
+            .collect();
+        if failing.is_empty() {
+            return Ok(());
+        }
+        let per_item = n_mels * WINDOW_FRAMES;
+        let mut tried: Vec<Vec<Decoded>> = vec![Vec::new(); decoded.len()];
+        // The encoder output of the failing items, kept while the set stays the same.
+        let mut encoded: Option<(Vec<usize>, StorageView<'static>)> = None;
+        for &t in self.config.temperatures.iter().filter(|&&t| t > 0.0) {
+            failing.retain(|&k| {
+                let it = &items[k];
+                match allowances[k].take_fallback(it.budget) {
+                    Ok(()) => true,
+                    Err(Spent::Window) => {
+                        tracing::debug!(
+                            window = it.label,
+                            seek = it.seek,
+                            "window fallback limit reached: keeping the best decode"
+                        );
+                        false
+                    }
+                    Err(Spent::Call) => {
+                        it.budget.warn_spent(it.label, it.seek);
+                        false
+                    }
+                }
+            });
+            if failing.is_empty() {
+                break;
+            }
+            // Encoded only once a fallback is allowed: a spent budget costs no encoder pass.
+            if encoded.as_ref().is_none_or(|(set, _)| *set != failing) {
+                let mut subset: Vec<f32> = Vec::with_capacity(failing.len() * per_item);
+                for &k in &failing {
+                    subset.extend_from_slice(&features[k * per_item..(k + 1) * per_item]);
+                }
+                let view = self.encode(&mut subset, failing.len(), n_mels)?;
+                encoded = Some((failing.clone(), view));
+            }
+            let Some((_, view)) = encoded.as_ref() else {
+                return Err(inference("no encoder output for the fallback"));
+            };
+            let started = Instant::now();
+            let cap = max_new_tokens(failing.iter().map(|&k| sizes[k]));
+            let prompts = vec![prompt.tokens.clone(); failing.len()];
+            let options = self.options(t, cap);
+            let results = self
+                .ct2(|| self.whisper.generate(view, &prompts, &options))
+                .map_err(inference)?;
+            WorkCounters::add(&self.work.fallback_decodes, failing.len());
+            let mut still = Vec::with_capacity(failing.len());
+            for (&k, result) in failing.iter().zip(results) {
+                let d = self.score(result, t);
+                if self.needs_fallback(&d) {
+                    tried[k].push(d);
+                    still.push(k);
+                } else {
+                    decoded[k] = d;
+                }
+            }
+            self.work.time(Phase::Fallback, started);
+            failing = still;
+        }
+        for (k, tried) in tried.into_iter().enumerate() {
+            if !tried.is_empty() && self.needs_fallback(&decoded[k]) {
+                let first = decoded[k].clone();
+                decoded[k] = self.best_of(first, tried);
+            }
+        }
+        Ok(())
+    }
+
+    /// The decode kept when none passes the thresholds: the best by mean log-probability among
+    /// those that were not repetitive, or among all if every one was.
+    fn best_of(&self, first: Decoded, mut tried: Vec<Decoded>) -> Decoded {
+        tried.insert(0, first);
+        let threshold = self.config.compression_ratio_threshold;
+        let any_fluent = tried.iter().any(|d| d.compression_ratio <= threshold);
+        let fallback = tried[0].clone();
+        tried
+            .into_iter()
+            .filter(|d| !any_fluent || d.compression_ratio <= threshold)
+            .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
+            .unwrap_or(fallback)
     }
 
     /// Frames from the pass start to the last timestamp the decode emitted (0 if none).
@@ -710,6 +1086,12 @@ impl Engine {
         (features, sizes)
     }
 
+    fn prompt(&self, language: Option<&str>) -> Result<Prompt, EngineError> {
+        let tokens = self.sot_sequence(language)?;
+        let ids = tokens.iter().filter_map(|t| self.tokenizer.id(t)).collect();
+        Ok(Prompt { tokens, ids })
+    }
+
     fn sot_sequence(&self, language: Option<&str>) -> Result<Vec<String>, EngineError> {
         let mut seq = vec![self.tokenizer.token(self.tokenizer.sot).to_owned()];
         if self.info.multilingual {
@@ -724,14 +1106,16 @@ impl Engine {
         Ok(seq)
     }
 
-    fn options(&self, temperature: f32) -> WhisperOptions {
+    /// Decoding options at `temperature`, generating at most `max_new` tokens.
+    fn options(&self, temperature: f32, max_new: usize) -> WhisperOptions {
         let mut o = WhisperOptions {
             beam_size: self.config.beam_size,
             patience: 1.0,
             length_penalty: 1.0,
             repetition_penalty: 1.0,
             no_repeat_ngram_size: 0,
-            max_length: MAX_LENGTH,
+            // CTranslate2 generates at most half of max_length.
+            max_length: (2 * max_new).clamp(2 * MIN_NEW_TOKENS, MAX_LENGTH),
             sampling_topk: 1,
             sampling_temperature: 1.0,
             num_hypotheses: 1,
@@ -777,77 +1161,6 @@ impl Engine {
         // A silent window is unsure by nature: let the no-speech gate drop it instead.
         let silent = d.no_speech_prob > self.config.no_speech_threshold && unsure;
         (repetitive || unsure) && !silent
-    }
-
-    /// Retries one window at the fallback temperatures, while its window and call allow. If
-    /// none passes, keeps the best result that was not repetitive (or the best of all), by mean
-    /// log-probability.
-    fn fallback(
-        &self,
-        item: &mut [f32],
-        n_mels: usize,
-        sot_sequence: &[String],
-        first: Decoded,
-        encoded: Option<&StorageView<'static>>,
-        limits: Limits<'_>,
-    ) -> Result<Decoded, EngineError> {
-        let mut tried = vec![first];
-        let mut own: Option<StorageView<'static>> = None;
-        for &t in self.config.temperatures.iter().filter(|&&t| t > 0.0) {
-            match limits.window.take_fallback(limits.call) {
-                Ok(()) => {}
-                Err(Spent::Window) => {
-                    tracing::debug!(
-                        window = limits.index,
-                        seek = limits.seek,
-                        "window fallback limit reached: keeping the best decode"
-                    );
-                    break;
-                }
-                Err(Spent::Call) => {
-                    limits.call.warn_spent(limits.index, limits.seek);
-                    break;
-                }
-            }
-            // Encoded only once a fallback is allowed: a spent budget costs no encoder pass.
-            if encoded.is_none() && own.is_none() {
-                let view = StorageView::new(&[1, n_mels, WINDOW_FRAMES], item, Default::default())
-                    .map_err(inference)?;
-                own = Some(self.whisper.encode(&view, false).map_err(inference)?);
-                WorkCounters::add(&self.work.encodes, 1);
-            }
-            let Some(encoded) = encoded.or(own.as_ref()) else {
-                return Err(inference("no encoder output for the fallback"));
-            };
-            let result = self
-                .whisper
-                .generate(encoded, &[sot_sequence.to_vec()], &self.options(t))
-                .map_err(inference)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| inference("no result"))?;
-            WorkCounters::add(&self.work.fallback_decodes, 1);
-            let decoded = self.score(result, t);
-            if !self.needs_fallback(&decoded) {
-                return Ok(decoded);
-            }
-            tried.push(decoded);
-        }
-        let threshold = self.config.compression_ratio_threshold;
-        let pool: Vec<&Decoded> = if tried.iter().any(|d| d.compression_ratio <= threshold) {
-            tried
-                .iter()
-                .filter(|d| d.compression_ratio <= threshold)
-                .collect()
-        } else {
-            tried.iter().collect()
-        };
-        let best = pool
-            .into_iter()
-            .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
-            .cloned()
-            .unwrap_or_else(|| tried[0].clone());
-        Ok(best)
     }
 
     /// Cuts a decode into segments at its timestamp tokens and says how far to seek (frames).
@@ -917,22 +1230,26 @@ impl Engine {
         (segments, advance.min(size))
     }
 
-    /// Word timings from cross-attention alignment for every item of the pass. Items with no
-    /// text are aligned against a placeholder token (the batch must stay whole) and ignored.
+    /// Word timings from cross-attention alignment for the `wanted` items of the pass, in one
+    /// call. The others, and items with no text, are aligned against a placeholder token (the
+    /// batch must stay whole, as its encoder output cannot be sliced) and ignored.
     fn add_word_timestamps(
         &self,
         encoded: &StorageView<'static>,
         sot_ids: &[usize],
         sizes: &[usize],
         offsets: &[f64],
+        wanted: &[bool],
         pass_segments: &mut [Vec<RawSegment>],
     ) -> Result<(), EngineError> {
         let eot = self.tokenizer.eot;
         let text_tokens: Vec<Vec<usize>> = pass_segments
             .iter()
-            .map(|segments| {
+            .zip(wanted)
+            .map(|(segments, &wanted)| {
                 segments
                     .iter()
+                    .filter(|_| wanted)
                     .flat_map(|s| s.tokens.iter().copied().filter(|&t| t < eot))
                     .collect()
             })
@@ -944,10 +1261,16 @@ impl Engine {
             .iter()
             .map(|t| if t.is_empty() { vec![0] } else { t.clone() })
             .collect();
-        let num_frames: Vec<usize> = sizes.iter().map(|&s| s.max(1)).collect();
+        let num_frames: Vec<usize> = sizes
+            .iter()
+            .zip(&text_tokens)
+            .map(|(&s, t)| if t.is_empty() { 1 } else { s.max(1) })
+            .collect();
         let results = self
-            .whisper
-            .align(encoded, sot_ids, &placeholder, &num_frames, 7)
+            .ct2(|| {
+                self.whisper
+                    .align(encoded, sot_ids, &placeholder, &num_frames, 7)
+            })
             .map_err(inference)?;
         for (((segments, tokens), result), &offset) in pass_segments
             .iter_mut()
@@ -1018,14 +1341,6 @@ impl Engine {
         }
         out
     }
-}
-
-/// What a window's fallback may spend, and what its log lines name.
-struct Limits<'a> {
-    window: &'a mut WindowAllowance,
-    call: &'a FallbackBudget,
-    index: usize,
-    seek: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -29,4 +29,4 @@ pub mod wer;
 
 pub use callpipe_common::SAMPLE_RATE;
 pub use engine::{Engine, EngineError};
-pub use transcriber::{ChannelSpeech, Transcriber};
+pub use transcriber::{ChannelSpeech, Transcriber, TranscriberStats};

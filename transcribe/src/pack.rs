@@ -6,6 +6,10 @@
 //! timestamp the model produces maps back to the call's timeline. This cuts the encoder passes
 //! to about the speech time, and it keeps Whisper away from long silences, where it tends to
 //! drop the speech that follows or hallucinate.
+//!
+//! A window is encoded once. When its decode stops before the end, what is left goes back
+//! here as [`Fragment`]s, and [`pack_fragments`] lays the leftovers of a call's windows
+//! together into as few new windows as they fit.
 
 pub use callpipe_common::AudioSpan;
 use callpipe_common::SpeechSegment;
@@ -27,6 +31,8 @@ pub struct Piece {
     /// Where it starts in the channel, in samples.
     pub call_start: usize,
     pub len: usize,
+    /// Passes this audio had before this window: 0 for speech seen for the first time.
+    pub pass: usize,
 }
 
 /// Up to 30 s of a call's speech, ready for the encoder.
@@ -100,6 +106,107 @@ impl Window {
     pub fn duration_s(&self) -> f64 {
         self.samples.len() as f64 / crate::SAMPLE_RATE as f64
     }
+
+    /// Window sample offsets where its pieces start.
+    pub fn piece_starts(&self) -> Vec<usize> {
+        self.pieces.iter().map(|p| p.window_start).collect()
+    }
+
+    /// The audio from window sample `from` to the end, as fragments on the call's timeline
+    /// (the gaps between pieces are dropped), each one pass further along. Pieces shorter
+    /// than [`MIN_FRAGMENT_SAMPLES`] are not kept.
+    pub fn rest_from(&self, from: usize) -> Vec<Fragment> {
+        self.pieces
+            .iter()
+            .filter(|p| p.window_start + p.len > from)
+            .filter_map(|p| {
+                let skip = from.saturating_sub(p.window_start);
+                let start = p.window_start + skip;
+                let end = p.window_start + p.len;
+                (end - start >= MIN_FRAGMENT_SAMPLES).then(|| Fragment {
+                    channel: p.channel,
+                    call_start: p.call_start + skip,
+                    pass: p.pass + 1,
+                    samples: self.samples[start..end].to_vec(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Least audio worth another pass (0.1 s): shorter than any word, and a pass costs a share of
+/// a full encoder pass however little it holds.
+pub const MIN_FRAGMENT_SAMPLES: usize = crate::SAMPLE_RATE as usize / 10;
+
+/// Audio of one channel still to be transcribed, taken out of a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fragment {
+    pub channel: usize,
+    /// Where it starts in the channel, in samples.
+    pub call_start: usize,
+    /// Passes it has had.
+    pub pass: usize,
+    pub samples: Vec<f32>,
+}
+
+/// Packs fragments into as few windows of at most `max_samples` as first-fit decreasing finds,
+/// with [`PIECE_GAP_SAMPLES`] between pieces; inside a window, pieces keep call-time order so
+/// the decoder hears the conversation in sequence. A fragment longer than a window is cut.
+pub fn pack_fragments(fragments: Vec<Fragment>, max_samples: usize) -> Vec<Window> {
+    let max_samples = max_samples.clamp(HOP, MAX_WINDOW_SAMPLES);
+    let mut parts: Vec<Fragment> = Vec::with_capacity(fragments.len());
+    for f in fragments {
+        if f.samples.len() <= max_samples {
+            parts.push(f);
+            continue;
+        }
+        for (i, chunk) in f.samples.chunks(max_samples).enumerate() {
+            parts.push(Fragment {
+                call_start: f.call_start + i * max_samples,
+                samples: chunk.to_vec(),
+                ..f
+            });
+        }
+    }
+    parts.sort_by_key(|f| std::cmp::Reverse(f.samples.len()));
+    // Bins of fragments, with the samples each would hold gaps included.
+    let mut bins: Vec<(usize, Vec<Fragment>)> = Vec::new();
+    for f in parts {
+        let len = f.samples.len();
+        match bins
+            .iter_mut()
+            .find(|(used, _)| used + PIECE_GAP_SAMPLES + len <= max_samples)
+        {
+            Some((used, members)) => {
+                *used += PIECE_GAP_SAMPLES + len;
+                members.push(f);
+            }
+            None => bins.push((len, vec![f])),
+        }
+    }
+    bins.into_iter()
+        .map(|(used, mut members)| {
+            members.sort_by_key(|f| (f.call_start, f.channel));
+            let mut w = Window {
+                samples: Vec::with_capacity(used),
+                pieces: Vec::with_capacity(members.len()),
+            };
+            for f in members {
+                if !w.samples.is_empty() {
+                    w.samples.resize(w.samples.len() + PIECE_GAP_SAMPLES, 0.0);
+                }
+                w.pieces.push(Piece {
+                    channel: f.channel,
+                    window_start: w.samples.len(),
+                    call_start: f.call_start,
+                    len: f.samples.len(),
+                    pass: f.pass,
+                });
+                w.samples.extend_from_slice(&f.samples);
+            }
+            w
+        })
+        .collect()
 }
 
 fn at(p: &Piece, offset: usize) -> f64 {
@@ -153,6 +260,7 @@ pub fn pack(
                     window_start: current.samples.len(),
                     call_start: at,
                     len,
+                    pass: 0,
                 });
                 let from = at - span.start;
                 current
@@ -305,7 +413,84 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_rest_of_a_window_repacks_on_the_call_timeline() {
+        let samples = whole((0..60 * 16_000).map(|i| i as f32).collect());
+        let a = pack(
+            0,
+            &samples,
+            &[seg(1.0, 20.0), seg(30.0, 40.0)],
+            MAX_WINDOW_SAMPLES,
+        );
+        let b = pack(1, &samples, &[seg(2.0, 27.0)], MAX_WINDOW_SAMPLES);
+        // The decode of `a[0]` stopped 15 s in, in its first piece; `b[0]`'s 20 s in.
+        let mut rest = a[0].rest_from(15 * 16_000);
+        rest.extend(b[0].rest_from(20 * 16_000));
+        let starts: Vec<(usize, usize, usize)> = rest
+            .iter()
+            .map(|f| (f.channel, f.call_start, f.samples.len()))
+            .collect();
+        assert_eq!(
+            starts,
+            [
+                (0, 16 * 16_000, 4 * 16_000),
+                (0, 30 * 16_000, 10 * 16_000),
+                (1, 22 * 16_000, 5 * 16_000)
+            ]
+        );
+        assert!(rest.iter().all(|f| f.pass == 1));
+        // A stop inside the gap keeps only what follows it; one at the very end keeps nothing.
+        assert_eq!(a[0].rest_from(a[0].samples.len()), []);
+        let windows = pack_fragments(rest, MAX_WINDOW_SAMPLES);
+        assert_eq!(windows.len(), 1, "19 s of leftovers share one window");
+        let w = &windows[0];
+        let order: Vec<usize> = w.pieces.iter().map(|p| p.call_start).collect();
+        assert_eq!(
+            order,
+            [16 * 16_000, 22 * 16_000, 30 * 16_000],
+            "call-time order"
+        );
+        for p in &w.pieces {
+            assert_eq!(w.samples[p.window_start] as usize, p.call_start);
+            assert_eq!(p.pass, 1);
+        }
+        assert!((w.start_to_call(0.0) - 16.0).abs() < 1e-9);
+    }
+
     proptest! {
+        #[test]
+        fn fragments_pack_into_full_windows_without_loss(
+            lens in proptest::collection::vec(1_600usize..700_000, 0..30)
+        ) {
+            let mut at = 0;
+            let fragments: Vec<Fragment> = lens.iter().enumerate().map(|(i, &len)| {
+                let f = Fragment {
+                    channel: i % 2,
+                    call_start: at,
+                    pass: 1,
+                    samples: (at..at + len).map(|s| s as f32).collect(),
+                };
+                at += len + 8_000;
+                f
+            }).collect();
+            let total: usize = lens.iter().sum();
+            let windows = pack_fragments(fragments, MAX_WINDOW_SAMPLES);
+            let packed: usize = windows.iter().flat_map(|w| &w.pieces).map(|p| p.len).sum();
+            prop_assert_eq!(packed, total);
+            for w in &windows {
+                prop_assert!(w.samples.len() <= MAX_WINDOW_SAMPLES);
+                for p in &w.pieces {
+                    prop_assert_eq!(w.samples[p.window_start] as usize, p.call_start);
+                    prop_assert_eq!(w.samples[p.window_start + p.len - 1] as usize, p.call_start + p.len - 1);
+                }
+            }
+            // First fit leaves at most one window half empty: the fragments of a second one
+            // would have fitted into it.
+            let half = (MAX_WINDOW_SAMPLES - PIECE_GAP_SAMPLES) / 2;
+            let sparse = windows.iter().filter(|w| w.samples.len() <= half).count();
+            prop_assert!(sparse <= 1, "{} half-empty windows", sparse);
+        }
+
         #[test]
         fn every_speech_sample_lands_in_exactly_one_window(
             raw in proptest::collection::vec((0.0f64..5.0, 0.1f64..40.0), 0..20)

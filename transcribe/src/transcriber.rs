@@ -1,27 +1,40 @@
 //! The transcription stage's scheduler: calls in, transcripts out, with every engine replica
-//! kept busy.
+//! kept busy on full batches.
 //!
 //! Each call's channels are packed into windows ([`crate::pack`]), and the windows go into one
-//! bounded queue shared by all calls. One worker thread per replica takes up to `batch_size`
-//! windows at a time, from any channel of any call, decodes them in one engine call and sends
-//! each result back to its call. A call's transcript is assembled once its last window is back.
+//! queue shared by all calls, ordered by [`Lane`]. One worker thread per replica takes up to
+//! `batch_size` windows at a time, from any channel of any call in flight, live calls first,
+//! and decodes each once ([`Engine::decode_pass`]). Where a decode stops before the end of its
+//! window, the rest goes back to its call; once all of a call's windows are back, its rests
+//! are packed together into new windows, so no audio is encoded twice on its own. A call's
+//! transcript is assembled once nothing of it is left.
+//!
+//! A window never mixes calls: the decoder sees a window as one stretch of speech, and a word
+//! of one customer's call must never be attributed to another's.
+//!
 //! Workers are plain threads: engine calls block for hundreds of milliseconds and must never
 //! run on the async runtime.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use callpipe_common::transcript::{ChannelTranscript, Segment, Transcript, Word};
-use callpipe_common::{Role, SpeechSegment};
+use callpipe_common::{Lane, Role, SpeechSegment};
 
-use crate::engine::{BatchItem, Engine, EngineError, FallbackBudget, RawSegment};
-use crate::pack::{merge_partial, pack, AudioSpan, Window, MAX_WINDOW_SAMPLES};
+use crate::engine::{BatchItem, Engine, EngineError, FallbackBudget, Pass, RawSegment};
+use crate::pack::{
+    merge_partial, pack, pack_fragments, AudioSpan, Fragment, Window, MAX_WINDOW_SAMPLES,
+};
 
 /// Windows sampled across a call to detect its language (multilingual models only).
 const LANGUAGE_SAMPLE_WINDOWS: usize = 6;
+/// Passes any stretch of audio may have. One is the rule; a decode that stops early hands its
+/// rest to a second. Beyond this the model keeps stopping on the same audio, and what is left
+/// is dropped with a warning, so the work on a call stays bounded.
+pub const MAX_PASSES: usize = 4;
 
 /// One channel of a call, as the front end hands it over.
 #[derive(Debug, Clone)]
@@ -36,24 +49,190 @@ pub struct ChannelSpeech {
     pub segments: Vec<SpeechSegment>,
 }
 
-struct Job {
-    window: Arc<Window>,
-    /// The fallback decodes its call may still spend, shared by the call's windows.
-    budget: Arc<FallbackBudget>,
-    index: usize,
+/// Counters of what the transcriber has done, summed over calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TranscriberStats {
+    /// Samples of speech packed for a first pass (16 kHz, all channels).
+    pub speech_samples: u64,
+    /// Windows decoded: first passes and windows of leftovers.
+    pub windows: u64,
+    /// Windows made of leftovers.
+    pub leftover_windows: u64,
+    /// Engine calls, and the windows they held (their ratio is the mean batch).
+    pub batches: u64,
+    /// Samples of leftovers dropped after [`MAX_PASSES`].
+    pub dropped_samples: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    speech_samples: AtomicU64,
+    windows: AtomicU64,
+    leftover_windows: AtomicU64,
+    batches: AtomicU64,
+    dropped_samples: AtomicU64,
+    /// Nanoseconds the workers have spent inside the engine, summed over workers.
+    busy_ns: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A call being transcribed, shared by its windows.
+struct CallWork {
+    /// The call's file or id, for log lines.
+    label: String,
     language: String,
-    reply: Sender<(usize, Result<Vec<RawSegment>, EngineError>)>,
+    lane: Lane,
+    /// The fallback decodes its windows may still spend.
+    budget: FallbackBudget,
+    state: Mutex<CallState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct CallState {
+    /// Windows queued or being decoded.
+    outstanding: usize,
+    /// What decodes left undecoded, waiting for the call's other windows.
+    leftovers: Vec<Fragment>,
+    /// Segments on the call's timeline, with their channel.
+    segments: Vec<(usize, Segment)>,
+    error: Option<EngineError>,
+    finished: bool,
+}
+
+impl CallWork {
+    fn lock(&self) -> MutexGuard<'_, CallState> {
+        // A panic while holding the lock leaves plain data behind, still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Job {
+    call: Arc<CallWork>,
+    window: Window,
+}
+
+/// The windows waiting for a worker, one queue per lane.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Signalled when windows arrive or the queue closes.
+    work: Condvar,
+    /// Signalled when windows leave, so a waiting call may add its own.
+    room: Condvar,
+    /// Windows of new calls that may wait at once; leftovers are always taken, since their
+    /// calls' audio is already held.
+    capacity: usize,
+    batch_size: usize,
+    workers: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    lanes: [VecDeque<Job>; 3],
+    closed: bool,
+}
+
+impl QueueState {
+    fn len(&self) -> usize {
+        self.lanes.iter().map(VecDeque::len).sum()
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a new call's window, waiting while the queue is full. False once closed.
+    fn push(&self, job: Job) -> bool {
+        let mut state = self.lock();
+        while !state.closed && state.len() >= self.capacity {
+            state = self.room.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.closed {
+            return false;
+        }
+        state.lanes[job.call.lane.index()].push_back(job);
+        drop(state);
+        self.work.notify_one();
+        true
+    }
+
+    /// Queues leftover windows without waiting: a worker calls this, and must never block on
+    /// the queue it drains.
+    fn push_leftovers(&self, jobs: Vec<Job>) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        for job in jobs {
+            state.lanes[job.call.lane.index()].push_back(job);
+        }
+        drop(state);
+        self.work.notify_all();
+        true
+    }
+
+    /// The next batch: waits for a window, then takes up to a fair share of what is queued,
+    /// highest lane first, all in the first window's language. `None` once closed and empty.
+    fn take(&self) -> Option<Vec<Job>> {
+        let mut state = self.lock();
+        loop {
+            if state.len() > 0 {
+                break;
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        // At most an even split of what is queued, so the last windows of a run are not stuck
+        // behind one worker's big batch while the others idle.
+        let limit = self
+            .batch_size
+            .min(state.len().div_ceil(self.workers))
+            .max(1);
+        let mut batch: Vec<Job> = Vec::with_capacity(limit);
+        let mut language: Option<String> = None;
+        for lane in state.lanes.iter_mut() {
+            let mut i = 0;
+            while i < lane.len() && batch.len() < limit {
+                let same = language
+                    .as_deref()
+                    .is_none_or(|l| l == lane[i].call.language);
+                if same {
+                    if let Some(job) = lane.remove(i) {
+                        language.get_or_insert_with(|| job.call.language.clone());
+                        batch.push(job);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        drop(state);
+        self.room.notify_all();
+        Some(batch)
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.work.notify_all();
+        self.room.notify_all();
+    }
 }
 
 /// A pool of engine workers; cheap to share behind an `Arc`.
 pub struct Transcriber {
     engine: Arc<Engine>,
     model_name: String,
-    jobs: Option<SyncSender<Job>>,
-    /// Windows waiting in the queue, so a worker takes no more than its fair share.
-    queued: Arc<AtomicUsize>,
-    /// Nanoseconds the workers have spent inside the engine, summed over workers.
-    busy_ns: Arc<AtomicU64>,
+    queue: Arc<Queue>,
+    counters: Arc<Counters>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -71,35 +250,33 @@ impl Transcriber {
     pub fn new(engine: Engine, model_name: impl Into<String>) -> Self {
         let engine = Arc::new(engine);
         let workers_n = engine.replicas();
-        let batch = engine.config().batch_size.max(1);
-        // Enough queued windows to refill every worker's next batch while it decodes.
-        let (tx, rx) = mpsc::sync_channel::<Job>(workers_n * batch * 2);
-        let rx = Arc::new(Mutex::new(rx));
-        let queued = Arc::new(AtomicUsize::new(0));
-        let busy_ns = Arc::new(AtomicU64::new(0));
+        let batch_size = engine.config().batch_size.max(1);
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+            work: Condvar::new(),
+            room: Condvar::new(),
+            // Enough queued windows to refill every worker's next batch while it decodes.
+            capacity: workers_n * batch_size * 2,
+            batch_size,
+            workers: workers_n,
+        });
+        let counters = Arc::new(Counters::default());
         let workers = (0..workers_n)
             .map(|n| {
                 let engine = Arc::clone(&engine);
-                let rx = Arc::clone(&rx);
-                let queued = Arc::clone(&queued);
-                let share = Share {
-                    batch_size: batch,
-                    workers: workers_n,
-                    queued,
-                    busy_ns: Arc::clone(&busy_ns),
-                };
+                let queue = Arc::clone(&queue);
+                let counters = Arc::clone(&counters);
                 std::thread::Builder::new()
                     .name(format!("callpipe-asr-{n}"))
-                    .spawn(move || worker(&engine, &rx, &share))
+                    .spawn(move || worker(&engine, &queue, &counters))
                     .expect("spawning an engine worker thread")
             })
             .collect();
         Transcriber {
             engine,
             model_name: model_name.into(),
-            jobs: Some(tx),
-            queued,
-            busy_ns,
+            queue,
+            counters,
             workers,
         }
     }
@@ -112,7 +289,20 @@ impl Transcriber {
     /// over workers. Against wall time × replicas it tells how well the pipeline keeps the
     /// engine fed.
     pub fn engine_busy(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed))
+        std::time::Duration::from_nanos(self.counters.busy_ns.load(Ordering::Relaxed))
+    }
+
+    /// What the transcriber has done so far.
+    pub fn stats(&self) -> TranscriberStats {
+        let c = &*self.counters;
+        let at = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TranscriberStats {
+            speech_samples: at(&c.speech_samples),
+            windows: at(&c.windows),
+            leftover_windows: at(&c.leftover_windows),
+            batches: at(&c.batches),
+            dropped_samples: at(&c.dropped_samples),
+        }
     }
 
     /// Transcribes one call. Blocks until it is done; call it from a blocking thread. Several
@@ -121,60 +311,82 @@ impl Transcriber {
         self.transcribe_call("", channels)
     }
 
-    /// [`Transcriber::transcribe`], naming the call (its file or id) in the warning logged when
-    /// the call's budget of fallback decodes runs out.
+    /// [`Transcriber::transcribe`] in the upload lane, naming the call (its file or id) in its
+    /// log lines.
     pub fn transcribe_call(
         &self,
         call: &str,
         channels: &[ChannelSpeech],
     ) -> Result<Transcript, EngineError> {
-        let mut windows: Vec<Window> = channels
+        self.transcribe_in(Lane::Upload, call, channels)
+    }
+
+    /// [`Transcriber::transcribe_call`] in `lane`: windows of a higher lane are decoded first.
+    pub fn transcribe_in(
+        &self,
+        lane: Lane,
+        call: &str,
+        channels: &[ChannelSpeech],
+    ) -> Result<Transcript, EngineError> {
+        // Each channel's speech in call-time order, as the decoder hears a conversation best;
+        // then the channels' partial windows share encoder passes. A segment that crosses
+        // from one party's piece to the other's is split by its words; the engine aligns for
+        // that even when word timestamps are off.
+        let windows: Vec<Window> = channels
             .iter()
             .flat_map(|c| pack(c.channel, &c.spans, &c.segments, MAX_WINDOW_SAMPLES))
             .collect();
-        // The channels' partial windows share encoder passes. Word timings split any segment
-        // that crosses from one party's piece to the other's; a shared window is aligned for
-        // that even when word timestamps are off.
-        windows = merge_partial(windows, MAX_WINDOW_SAMPLES);
-        let windows: Vec<Arc<Window>> = windows.into_iter().map(Arc::new).collect();
+        let windows = merge_partial(windows, MAX_WINDOW_SAMPLES);
         // Bounds the temperature fallbacks of the whole call, so hours of noise cannot run
         // every fallback on every window.
         let speech: usize = windows.iter().map(|w| w.samples.len()).sum();
-        let budget = Arc::new(FallbackBudget::for_audio(speech, call));
+        let pieces: usize = windows.iter().flat_map(|w| &w.pieces).map(|p| p.len).sum();
+        Counters::add(&self.counters.speech_samples, pieces);
 
         let (language, language_probability) = match self.engine.fixed_language() {
             Some(code) => (code, 1.0),
             None => self.detect_language(&windows)?,
         };
-
-        let (reply, results) = mpsc::channel();
-        let jobs = self.jobs.as_ref().expect("workers run until drop");
-        for (index, window) in windows.iter().enumerate() {
+        let work = Arc::new(CallWork {
+            label: call.to_owned(),
+            language: language.clone(),
+            lane,
+            budget: FallbackBudget::for_audio(speech, call),
+            state: Mutex::new(CallState {
+                outstanding: windows.len(),
+                ..CallState::default()
+            }),
+            done: Condvar::new(),
+        });
+        if windows.is_empty() {
+            work.lock().finished = true;
+        }
+        let total = windows.len();
+        for (sent, window) in windows.into_iter().enumerate() {
             let job = Job {
-                window: Arc::clone(window),
-                budget: Arc::clone(&budget),
-                index,
-                language: language.clone(),
-                reply: reply.clone(),
+                call: Arc::clone(&work),
+                window,
             };
-            self.queued.fetch_add(1, Ordering::SeqCst);
-            if jobs.send(job).is_err() {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
-                return Err(EngineError::Inference(
+            if !self.queue.push(job) {
+                // The windows never sent will not come back; the sent ones still may.
+                let mut state = work.lock();
+                state.outstanding -= total - sent;
+                state.error.get_or_insert(EngineError::Inference(
                     "the engine workers have stopped".into(),
                 ));
+                state.finished = state.outstanding == 0;
+                break;
             }
         }
-        drop(reply);
 
-        let mut decoded: Vec<Option<Vec<RawSegment>>> = vec![None; windows.len()];
-        for _ in 0..windows.len() {
-            let (index, result) = results
-                .recv()
-                .map_err(|_| EngineError::Inference("an engine worker stopped mid-call".into()))?;
-            decoded[index] = Some(result?);
+        let mut state = work.lock();
+        while !state.finished {
+            state = work.done.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-
+        if let Some(e) = state.error.take() {
+            return Err(e);
+        }
+        let keep_words = self.engine.config().word_timestamps;
         let mut out: Vec<ChannelTranscript> = channels
             .iter()
             .map(|c| ChannelTranscript {
@@ -183,17 +395,12 @@ impl Transcriber {
                 segments: Vec::new(),
             })
             .collect();
-        let keep_words = self.engine.config().word_timestamps;
-        for (window, segments) in windows.iter().zip(decoded) {
-            for raw in segments.unwrap_or_default() {
-                for (channel, mut segment) in to_call_time(window, raw) {
-                    if !keep_words {
-                        segment.words.clear();
-                    }
-                    if let Some(c) = out.iter_mut().find(|c| c.channel == channel) {
-                        c.segments.push(segment);
-                    }
-                }
+        for (channel, mut segment) in std::mem::take(&mut state.segments) {
+            if !keep_words {
+                segment.words.clear();
+            }
+            if let Some(c) = out.iter_mut().find(|c| c.channel == channel) {
+                c.segments.push(segment);
             }
         }
         for channel in &mut out {
@@ -210,7 +417,7 @@ impl Transcriber {
     }
 
     /// Detects the language from windows spread evenly over the call, all channels included.
-    fn detect_language(&self, windows: &[Arc<Window>]) -> Result<(String, f32), EngineError> {
+    fn detect_language(&self, windows: &[Window]) -> Result<(String, f32), EngineError> {
         let step = windows.len().div_ceil(LANGUAGE_SAMPLE_WINDOWS).max(1);
         let sample: Vec<&[f32]> = windows
             .iter()
@@ -225,122 +432,138 @@ impl Transcriber {
 impl Drop for Transcriber {
     fn drop(&mut self) {
         // Closing the queue ends the workers once they finish what they hold.
-        self.jobs.take();
+        self.queue.close();
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
     }
 }
 
-/// How big a batch a worker may take.
-struct Share {
-    batch_size: usize,
-    workers: usize,
-    queued: Arc<AtomicUsize>,
-    busy_ns: Arc<AtomicU64>,
-}
-
-impl Share {
-    /// At most `batch_size`, and at most an even split of what is queued, so the last
-    /// windows of a run are not stuck behind one worker's big batch while the others idle.
-    fn limit(&self) -> usize {
-        let queued = self.queued.load(Ordering::SeqCst);
-        self.batch_size
-            .min((queued + 1).div_ceil(self.workers))
-            .max(1)
-    }
-}
-
-/// A worker: takes a batch of jobs of one language, decodes it, replies to each job.
-fn worker(engine: &Engine, queue: &Mutex<Receiver<Job>>, share: &Share) {
+/// A worker: takes a batch, decodes one pass of each window, hands each result to its call.
+fn worker(engine: &Engine, queue: &Queue, counters: &Counters) {
     let mut mel = engine.log_mel();
-    let mut held: Option<Job> = None;
-    loop {
-        let mut batch: Vec<Job> = Vec::with_capacity(share.batch_size);
-        if let Some(job) = held.take() {
-            batch.push(job);
-        }
-        {
-            let Ok(rx) = queue.lock() else { return };
-            if batch.is_empty() {
-                match rx.recv() {
-                    Ok(job) => {
-                        share.queued.fetch_sub(1, Ordering::SeqCst);
-                        batch.push(job);
-                    }
-                    Err(_) => return,
-                }
-            }
-            // Fill the batch with whatever is already queued; never wait for more.
-            let limit = share.limit();
-            while batch.len() < limit {
-                match rx.try_recv() {
-                    Ok(job) if job.language == batch[0].language => {
-                        share.queued.fetch_sub(1, Ordering::SeqCst);
-                        batch.push(job);
-                    }
-                    Ok(job) => {
-                        share.queued.fetch_sub(1, Ordering::SeqCst);
-                        held = Some(job);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-        let starts: Vec<Vec<usize>> = batch
-            .iter()
-            .map(|j| j.window.pieces.iter().map(|p| p.window_start).collect())
-            .collect();
-        let audio: Vec<BatchItem<'_>> = batch
+    while let Some(batch) = queue.take() {
+        let starts: Vec<Vec<usize>> = batch.iter().map(|j| j.window.piece_starts()).collect();
+        let items: Vec<BatchItem<'_>> = batch
             .iter()
             .zip(&starts)
             .map(|(j, piece_starts)| BatchItem {
                 samples: &j.window.samples,
                 piece_starts,
-                needs_words: j
-                    .window
-                    .pieces
-                    .windows(2)
-                    .any(|p| p[0].channel != p[1].channel),
             })
             .collect();
-        let language = Some(batch[0].language.as_str());
-        let budgets: Vec<&FallbackBudget> = batch.iter().map(|j| &*j.budget).collect();
+        let language = Some(batch[0].call.language.as_str());
+        let budgets: Vec<&FallbackBudget> = batch.iter().map(|j| &j.call.budget).collect();
         let started = std::time::Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            engine.transcribe_batch_budgeted(&mut mel, &audio, language, &budgets)
+            engine.decode_pass(&mut mel, &items, language, &budgets)
         }));
-        share
-            .busy_ns
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        match result {
-            Ok(Ok(outputs)) => {
-                for (job, segments) in batch.iter().zip(outputs) {
-                    let _ = job.reply.send((job.index, Ok(segments)));
-                }
-            }
+        Counters::add(
+            &counters.busy_ns,
+            usize::try_from(started.elapsed().as_nanos()).unwrap_or(usize::MAX),
+        );
+        Counters::add(&counters.batches, 1);
+        Counters::add(&counters.windows, batch.len());
+        let results: Vec<Result<Pass, EngineError>> = match result {
+            Ok(Ok(passes)) if passes.len() == batch.len() => passes.into_iter().map(Ok).collect(),
+            Ok(Ok(passes)) => batch
+                .iter()
+                .map(|_| {
+                    Err(EngineError::Inference(format!(
+                        "{} results for {} windows",
+                        passes.len(),
+                        batch.len()
+                    )))
+                })
+                .collect(),
             Ok(Err(e)) => {
                 let message = e.to_string();
-                for job in &batch {
-                    let _ = job
-                        .reply
-                        .send((job.index, Err(EngineError::Inference(message.clone()))));
-                }
+                batch
+                    .iter()
+                    .map(|_| Err(EngineError::Inference(message.clone())))
+                    .collect()
             }
             Err(_) => {
                 mel = engine.log_mel();
-                for job in &batch {
-                    let _ = job.reply.send((
-                        job.index,
+                batch
+                    .iter()
+                    .map(|_| {
                         Err(EngineError::Inference(
                             "the engine panicked on this window".into(),
-                        )),
-                    ));
-                }
+                        ))
+                    })
+                    .collect()
             }
+        };
+        for (job, result) in batch.into_iter().zip(results) {
+            finish_window(job, result, queue, counters);
         }
     }
+}
+
+/// Hands a decoded window back to its call: its segments on the call's timeline, and what it
+/// left undecoded. The call's last window out packs the call's leftovers into new windows, or
+/// wakes the call when nothing is left.
+fn finish_window(job: Job, result: Result<Pass, EngineError>, queue: &Queue, counters: &Counters) {
+    let Job { call, window } = job;
+    let mut state = call.lock();
+    match result {
+        Ok(pass) => {
+            for raw in pass.segments {
+                state.segments.extend(to_call_time(&window, raw));
+            }
+            if let Some(from) = pass.rest_from {
+                state.leftovers.extend(window.rest_from(from));
+            }
+        }
+        Err(e) => {
+            state.error.get_or_insert(e);
+        }
+    }
+    state.outstanding -= 1;
+    if state.outstanding > 0 {
+        return;
+    }
+    let (kept, dropped): (Vec<Fragment>, Vec<Fragment>) = std::mem::take(&mut state.leftovers)
+        .into_iter()
+        .partition(|f| f.pass < MAX_PASSES);
+    if !dropped.is_empty() {
+        let samples: usize = dropped.iter().map(|f| f.samples.len()).sum();
+        Counters::add(&counters.dropped_samples, samples);
+        tracing::warn!(
+            call = %call.label,
+            seconds = samples as f64 / crate::SAMPLE_RATE as f64,
+            passes = MAX_PASSES,
+            "pass limit reached: audio the model kept stopping short of is not transcribed"
+        );
+    }
+    if state.error.is_none() && !kept.is_empty() {
+        let windows = pack_fragments(kept, MAX_WINDOW_SAMPLES);
+        state.outstanding = windows.len();
+        Counters::add(&counters.leftover_windows, windows.len());
+        drop(state);
+        let jobs = windows
+            .into_iter()
+            .map(|window| Job {
+                call: Arc::clone(&call),
+                window,
+            })
+            .collect();
+        if queue.push_leftovers(jobs) {
+            return;
+        }
+        let mut state = call.lock();
+        state.outstanding = 0;
+        state.error.get_or_insert(EngineError::Inference(
+            "the engine workers have stopped".into(),
+        ));
+        state.finished = true;
+        call.done.notify_all();
+        return;
+    }
+    state.finished = true;
+    drop(state);
+    call.done.notify_all();
 }
 
 /// Moves a segment and its words from window time to the call's timeline.

@@ -54,7 +54,6 @@ fn white_noise_is_decoded_within_the_work_bounds() {
     let item = |samples| BatchItem {
         samples,
         piece_starts: &pieces,
-        needs_words: false,
     };
 
     // Two windows of one call share its budget of 3 fallback decodes: the ladder would run 5
