@@ -166,7 +166,7 @@ impl Default for TranscribeConfig {
             compute_type: "int8".into(),
             replicas: 0,
             threads_per_replica: 1,
-            batch_size: 4,
+            batch_size: 8,
             beam_size: 5,
             best_of: 5,
             temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],

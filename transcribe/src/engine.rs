@@ -128,6 +128,8 @@ struct PassItem<'a> {
 struct Prompt {
     tokens: Vec<String>,
     ids: Vec<usize>,
+    /// Whether the decoder writes timestamp tokens.
+    timestamps: bool,
 }
 
 fn check_budgets(
@@ -832,6 +834,7 @@ impl Engine {
         self.work.time(Phase::Generate, started);
         self.fallbacks(
             &mut decoded,
+            &encoded,
             &features,
             mel.n_mels(),
             &sizes,
@@ -896,6 +899,11 @@ impl Engine {
                 &mut pass_segments,
             )?;
             self.work.time(Phase::Align, started);
+        }
+        if !prompt.timestamps {
+            for segments in &mut pass_segments {
+                *segments = split_sentences(std::mem::take(segments));
+            }
         }
 
         let mut out = Vec::with_capacity(n);
@@ -964,6 +972,7 @@ impl Engine {
     fn fallbacks(
         &self,
         decoded: &mut [Decoded],
+        batch: &StorageView<'static>,
         features: &[f32],
         n_mels: usize,
         sizes: &[usize],
@@ -1003,8 +1012,10 @@ impl Engine {
             if failing.is_empty() {
                 break;
             }
-            // Encoded only once a fallback is allowed: a spent budget costs no encoder pass.
-            if encoded.as_ref().is_none_or(|(set, _)| *set != failing) {
+            // The batch's encoder output serves while every item fails; a subset is encoded
+            // on its own (the output cannot be sliced), only once a fallback is allowed.
+            let all = failing.len() == decoded.len();
+            if !all && encoded.as_ref().is_none_or(|(set, _)| *set != failing) {
                 let mut subset: Vec<f32> = Vec::with_capacity(failing.len() * per_item);
                 for &k in &failing {
                     subset.extend_from_slice(&features[k * per_item..(k + 1) * per_item]);
@@ -1012,8 +1023,10 @@ impl Engine {
                 let view = self.encode(&mut subset, failing.len(), n_mels)?;
                 encoded = Some((failing.clone(), view));
             }
-            let Some((_, view)) = encoded.as_ref() else {
-                return Err(inference("no encoder output for the fallback"));
+            let view = match (&encoded, all) {
+                (_, true) => batch,
+                (Some((_, view)), false) => view,
+                (None, false) => return Err(inference("no encoder output for the fallback")),
             };
             let started = Instant::now();
             let cap = max_new_tokens(failing.iter().map(|&k| sizes[k]));
@@ -1086,10 +1099,27 @@ impl Engine {
         (features, sizes)
     }
 
+    /// With word timestamps on, the decoder writes no timestamp tokens: the words' aligned
+    /// times place every segment, so timestamps would only cost decoding steps (and, under
+    /// beam search, the timestamp rules on every hypothesis at every step). Segments are then
+    /// cut at sentence ends and pauses ([`split_sentences`]).
     fn prompt(&self, language: Option<&str>) -> Result<Prompt, EngineError> {
-        let tokens = self.sot_sequence(language)?;
+        let mut tokens = self.sot_sequence(language)?;
+        // `align` adds `<|notimestamps|>` itself.
         let ids = tokens.iter().filter_map(|t| self.tokenizer.id(t)).collect();
-        Ok(Prompt { tokens, ids })
+        let timestamps = !self.config.word_timestamps;
+        if !timestamps {
+            tokens.push(
+                self.tokenizer
+                    .token(self.tokenizer.no_timestamps)
+                    .to_owned(),
+            );
+        }
+        Ok(Prompt {
+            tokens,
+            ids,
+            timestamps,
+        })
     }
 
     fn sot_sequence(&self, language: Option<&str>) -> Result<Vec<String>, EngineError> {
@@ -1477,6 +1507,54 @@ fn assign_words(
     }
 }
 
+/// Pause between two words (seconds) long enough to start a new segment.
+const SEGMENT_PAUSE_S: f64 = 1.0;
+
+/// Cuts segments decoded without timestamps at their words: after a word that ends a sentence,
+/// and at a pause of [`SEGMENT_PAUSE_S`]. Each part spans exactly its words, so segments are
+/// as fine as Whisper's own (a sentence or a clause) and never bridge a silence.
+fn split_sentences(segments: Vec<RawSegment>) -> Vec<RawSegment> {
+    let mut out = Vec::with_capacity(segments.len());
+    for segment in segments {
+        if segment.words.len() < 2 {
+            out.push(segment);
+            continue;
+        }
+        let mut part: Vec<RawWord> = Vec::new();
+        let flush = |part: &mut Vec<RawWord>, out: &mut Vec<RawSegment>| {
+            if let (Some(first), Some(last)) = (part.first(), part.last()) {
+                out.push(RawSegment {
+                    start: first.start,
+                    end: last.end.max(first.start),
+                    text: part.iter().map(|w| w.word.as_str()).collect(),
+                    tokens: Vec::new(),
+                    avg_logprob: segment.avg_logprob,
+                    no_speech_prob: segment.no_speech_prob,
+                    words: std::mem::take(part),
+                });
+            }
+        };
+        for w in &segment.words {
+            if part
+                .last()
+                .is_some_and(|last| w.start - last.end >= SEGMENT_PAUSE_S)
+            {
+                flush(&mut part, &mut out);
+            }
+            part.push(w.clone());
+            let ends_sentence = w
+                .word
+                .trim_end()
+                .ends_with(['.', '?', '!', '。', '？', '！']);
+            if ends_sentence {
+                flush(&mut part, &mut out);
+            }
+        }
+        flush(&mut part, &mut out);
+    }
+    out
+}
+
 /// How well the text compresses: Whisper's repetition detector.
 fn compression_ratio(text: &str) -> f32 {
     if text.is_empty() {
@@ -1608,6 +1686,48 @@ mod tests {
         let looped = compression_ratio(&"thank you ".repeat(40));
         assert!(normal < 2.4, "{normal}");
         assert!(looped > 2.4, "{looped}");
+    }
+
+    #[test]
+    fn untimestamped_segments_split_at_sentences_and_pauses() {
+        let w = |word: &str, start: f64, end: f64| RawWord {
+            start,
+            end,
+            word: word.into(),
+            probability: 0.9,
+        };
+        let words = vec![
+            w(" Hello.", 0.0, 0.4),
+            w(" I", 0.5, 0.6),
+            w(" called", 0.6, 0.9),
+            // A pause of 1.5 s starts a new segment, punctuation or not.
+            w(" yesterday", 2.4, 2.9),
+            w(" about", 3.0, 3.2),
+            w(" billing?", 3.2, 3.6),
+        ];
+        let segment = RawSegment {
+            start: 0.0,
+            end: 3.6,
+            text: words.iter().map(|w| w.word.as_str()).collect(),
+            tokens: Vec::new(),
+            avg_logprob: -0.2,
+            no_speech_prob: 0.01,
+            words,
+        };
+        let parts = split_sentences(vec![segment]);
+        let spans: Vec<(&str, f64, f64)> = parts
+            .iter()
+            .map(|s| (s.text.as_str(), s.start, s.end))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (" Hello.", 0.0, 0.4),
+                (" I called", 0.5, 0.9),
+                (" yesterday about billing?", 2.4, 3.6)
+            ]
+        );
+        assert!(parts.iter().all(|s| s.avg_logprob == -0.2));
     }
 
     #[test]

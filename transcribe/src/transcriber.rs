@@ -628,3 +628,78 @@ fn group_segment(
 fn round_ms(t: f64) -> f64 {
     (t * 1000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(lane: Lane, language: &str) -> Arc<CallWork> {
+        Arc::new(CallWork {
+            label: format!("{}-{language}", lane.as_str()),
+            language: language.into(),
+            lane,
+            budget: FallbackBudget::new(0, ""),
+            state: Mutex::new(CallState::default()),
+            done: Condvar::new(),
+        })
+    }
+
+    fn queue(batch_size: usize, workers: usize) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState::default()),
+            work: Condvar::new(),
+            room: Condvar::new(),
+            capacity: 64,
+            batch_size,
+            workers,
+        }
+    }
+
+    fn job(call: &Arc<CallWork>, tag: f32) -> Job {
+        Job {
+            call: Arc::clone(call),
+            window: Window {
+                samples: vec![tag],
+                pieces: Vec::new(),
+            },
+        }
+    }
+
+    fn tags(batch: &[Job]) -> Vec<f32> {
+        batch.iter().map(|j| j.window.samples[0]).collect()
+    }
+
+    #[test]
+    fn batches_fill_from_every_call_highest_lane_first() {
+        let q = queue(4, 1);
+        let (backfill, upload, live) = (
+            call(Lane::Backfill, "en"),
+            call(Lane::Upload, "en"),
+            call(Lane::Live, "en"),
+        );
+        for (c, tag) in [(&backfill, 1.0), (&backfill, 2.0), (&upload, 3.0)] {
+            assert!(q.push(job(c, tag)));
+        }
+        // Leftovers of a live call arrive last and still go first.
+        assert!(q.push_leftovers(vec![job(&live, 4.0), job(&live, 5.0)]));
+        assert_eq!(tags(&q.take().unwrap()), [4.0, 5.0, 3.0, 1.0]);
+        assert_eq!(tags(&q.take().unwrap()), [2.0]);
+    }
+
+    #[test]
+    fn a_batch_holds_one_language_and_a_fair_share() {
+        let q = queue(8, 2);
+        let (en, de) = (call(Lane::Upload, "en"), call(Lane::Upload, "de"));
+        for (c, tag) in [(&en, 1.0), (&de, 2.0), (&en, 3.0), (&de, 4.0), (&en, 5.0)] {
+            assert!(q.push(job(c, tag)));
+        }
+        // Five queued, two workers: at most three each; the German windows wait their turn,
+        // and the last two are split between the workers.
+        assert_eq!(tags(&q.take().unwrap()), [1.0, 3.0, 5.0]);
+        assert_eq!(tags(&q.take().unwrap()), [2.0]);
+        assert_eq!(tags(&q.take().unwrap()), [4.0]);
+        q.close();
+        assert!(q.take().is_none());
+        assert!(!q.push(job(&en, 6.0)), "a closed queue takes nothing");
+    }
+}

@@ -90,3 +90,33 @@ fn white_noise_is_decoded_within_the_work_bounds() {
         "every decode fails, so the window spends all it may: {work:?}"
     );
 }
+
+#[test]
+fn one_pass_decodes_each_window_once_and_batches_its_fallbacks() {
+    let engine = always_failing_engine();
+    let mut mel = engine.log_mel();
+    let noise: Vec<Vec<f32>> = (0..3).map(|i| white_noise(6.0, 10 + i)).collect();
+    let pieces = [0usize];
+    let items: Vec<BatchItem<'_>> = noise
+        .iter()
+        .map(|samples| BatchItem {
+            samples,
+            piece_starts: &pieces,
+        })
+        .collect();
+    // Three windows of one call, every decode failing: a budget of 7 runs the three together
+    // at the first two fallback temperatures, then the one window still allowed alone.
+    let call = FallbackBudget::new(7, "noise-call");
+    let before = engine.work();
+    let passes = engine
+        .decode_pass(&mut mel, &items, None, &[&call, &call, &call])
+        .expect("noise decodes");
+    let work = engine.work().since(&before);
+    eprintln!("{work:?}");
+    assert_eq!(passes.len(), 3);
+    assert_eq!(work.passes, 3, "one pass per window: {work:?}");
+    assert_eq!(work.fallback_decodes, 7, "{work:?}");
+    assert_eq!(call.left(), 0);
+    // One encode for the batch, one for the subset of one: the full set reuses the batch's.
+    assert_eq!(work.encodes, 3 + 1, "{work:?}");
+}

@@ -265,3 +265,51 @@ fn synthetic_call_has_roles_turn_order_and_word_times() {
         );
     }
 }
+
+#[test]
+fn every_window_is_encoded_and_decoded_once() {
+    // A transcriber of its own, so that its counters are this call's alone.
+    let config = TranscribeConfig {
+        beam_size: 1,
+        word_timestamps: false,
+        ..TranscribeConfig::default()
+    };
+    let (dir, name) = ModelStore::new(ModelStore::default_root())
+        .resolve(&config.model)
+        .expect("the default model is needed: run `callpipe model install`");
+    let t = Transcriber::new(Engine::load(&dir, &config, 1).expect("model"), name);
+    let mut opts = FrontEndOptions::from_config(&Default::default());
+    opts.keep_audio = true;
+    let call = callpipe_ingest::process_file(&fixtures().join("calls/words_00.wav"), &opts)
+        .expect("front end");
+    let channels: Vec<ChannelSpeech> = call
+        .channels
+        .into_iter()
+        .map(|c| ChannelSpeech {
+            channel: c.channel,
+            role: c.role,
+            spans: c.spans,
+            segments: c.segments,
+        })
+        .collect();
+    let transcript = t.transcribe(&channels).expect("transcription");
+    assert!(transcript.text().split_whitespace().count() > 20);
+
+    let (stats, work) = (t.stats(), t.engine().work());
+    eprintln!("{stats:?} {work:?}");
+    assert!(stats.windows > 0);
+    // One pass per window, leftover windows included: no window is decoded from a seek again.
+    assert_eq!(work.passes, stats.windows, "{stats:?} {work:?}");
+    // Encoder passes beyond one per window are fallback re-encodes only.
+    assert!(
+        work.encodes <= stats.windows + work.fallback_decodes,
+        "{stats:?} {work:?}"
+    );
+    assert_eq!(stats.dropped_samples, 0);
+    // Without word timestamps, no words come out, though seams were aligned.
+    assert!(transcript
+        .channels
+        .iter()
+        .flat_map(|c| &c.segments)
+        .all(|s| s.words.is_empty()));
+}
