@@ -442,7 +442,9 @@ fn sigterm_finishes_the_calls_in_flight_and_starts_no_more() {
     let ix = indexed();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
+    // Fewer calls in flight than the input holds, so that some are still to start.
     let mut child = callpipe(&data)
+        .env("CALLPIPE_RUN__CALLS_IN_FLIGHT", "2")
         .args(["run", "--json"])
         .arg(&ix.input)
         .stdout(Stdio::piped())

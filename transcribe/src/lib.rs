@@ -12,11 +12,12 @@
 //!   checksums that both kinds share, and install from Python wheels.
 //! - [`mel`]: the log-mel spectrogram.
 //! - [`tokenizer`]: the vocabulary, special tokens and word splitting.
-//! - [`pack`]: speech segments into ≤ 30 s windows, and window time back to call time.
-//! - [`engine`]: CTranslate2 replicas and the decoding loop (timestamps, seek, temperature
-//!   fallback, no-speech gate, word alignment).
-//! - [`transcriber`]: the worker pool that batches windows across calls and assembles
-//!   per-channel transcripts.
+//! - [`pack`]: speech segments into ≤ 30 s windows, what a decode left undecoded into later
+//!   windows, and window time back to call time.
+//! - [`engine`]: CTranslate2 replicas and one decoding pass over a batch (timestamps or
+//!   aligned words, batched temperature fallback, no-speech gate, word alignment).
+//! - [`transcriber`]: the worker pool that batches windows across calls by lane, hands
+//!   leftovers back to the packer and assembles per-channel transcripts.
 //! - [`wer`]: text normalisation and word error rate, for `callpipe eval`.
 
 pub mod engine;
