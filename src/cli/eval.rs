@@ -185,8 +185,8 @@ pub async fn run(ctx: &Context, args: EvalArgs) -> anyhow::Result<ExitCode> {
         None => Some(Arc::new(Asr::load(ctx, &args.engine)?)),
     };
     let (wall0, cpu0) = (Instant::now(), cpu_seconds());
-    let (model, mut scores) = match &args.hypotheses {
-        Some(file) => {
+    let (model, mut scores) = match (&args.hypotheses, &asr) {
+        (Some(file), _) => {
             let text =
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let given: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text)
@@ -205,8 +205,8 @@ pub async fn run(ctx: &Context, args: EvalArgs) -> anyhow::Result<ExitCode> {
                 stream::iter(scores).boxed_local(),
             )
         }
-        None => {
-            let asr = Arc::clone(asr.as_ref().context("the engine is loaded")?);
+        (None, Some(asr)) => {
+            let asr = Arc::clone(asr);
             let model = asr.transcriber.engine().path().display().to_string();
             let in_flight = asr.in_flight();
             let scores = stream::iter(labelled)
@@ -221,6 +221,7 @@ pub async fn run(ctx: &Context, args: EvalArgs) -> anyhow::Result<ExitCode> {
                 .buffered(in_flight);
             (model, scores.boxed_local())
         }
+        (None, None) => unreachable!("the engine is loaded unless hypotheses are given"),
     };
 
     let stdout = std::io::stdout();

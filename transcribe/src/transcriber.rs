@@ -95,14 +95,14 @@ struct CallWork {
 
 #[derive(Default)]
 struct CallState {
-    /// Windows queued or being decoded.
+    /// Windows queued or being decoded. The call is done when none is: the last window out
+    /// sets the count of its leftovers' windows before it lets go of the lock.
     outstanding: usize,
     /// What decodes left undecoded, waiting for the call's other windows.
     leftovers: Vec<Fragment>,
     /// Segments on the call's timeline, with their channel.
     segments: Vec<(usize, Segment)>,
     error: Option<EngineError>,
-    finished: bool,
 }
 
 impl CallWork {
@@ -358,9 +358,6 @@ impl Transcriber {
             }),
             done: Condvar::new(),
         });
-        if windows.is_empty() {
-            work.lock().finished = true;
-        }
         let total = windows.len();
         for (sent, window) in windows.into_iter().enumerate() {
             let job = Job {
@@ -374,13 +371,12 @@ impl Transcriber {
                 state.error.get_or_insert(EngineError::Inference(
                     "the engine workers have stopped".into(),
                 ));
-                state.finished = state.outstanding == 0;
                 break;
             }
         }
 
         let mut state = work.lock();
-        while !state.finished {
+        while state.outstanding > 0 {
             state = work.done.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         if let Some(e) = state.error.take() {
@@ -537,11 +533,14 @@ fn finish_window(job: Job, result: Result<Pass, EngineError>, queue: &Queue, cou
             "pass limit reached: audio the model kept stopping short of is not transcribed"
         );
     }
-    if state.error.is_none() && !kept.is_empty() {
-        let windows = pack_fragments(kept, MAX_WINDOW_SAMPLES);
-        state.outstanding = windows.len();
+    let windows = match state.error {
+        None => pack_fragments(kept, MAX_WINDOW_SAMPLES),
+        Some(_) => Vec::new(),
+    };
+    state.outstanding = windows.len();
+    drop(state);
+    if !windows.is_empty() {
         Counters::add(&counters.leftover_windows, windows.len());
-        drop(state);
         let jobs = windows
             .into_iter()
             .map(|window| Job {
@@ -557,12 +556,7 @@ fn finish_window(job: Job, result: Result<Pass, EngineError>, queue: &Queue, cou
         state.error.get_or_insert(EngineError::Inference(
             "the engine workers have stopped".into(),
         ));
-        state.finished = true;
-        call.done.notify_all();
-        return;
     }
-    state.finished = true;
-    drop(state);
     call.done.notify_all();
 }
 

@@ -31,12 +31,12 @@ fn transcriber() -> &'static Transcriber {
     })
 }
 
-fn transcribe(path: &Path) -> Transcript {
+/// The front end's output for `path`, as the transcriber takes it.
+fn speech(path: &Path) -> Vec<ChannelSpeech> {
     let mut opts = FrontEndOptions::from_config(&Default::default());
     opts.keep_audio = true;
     let call = callpipe_ingest::process_file(path, &opts).expect("front end");
-    let channels: Vec<ChannelSpeech> = call
-        .channels
+    call.channels
         .into_iter()
         .map(|c| ChannelSpeech {
             channel: c.channel,
@@ -44,8 +44,13 @@ fn transcribe(path: &Path) -> Transcript {
             spans: c.spans,
             segments: c.segments,
         })
-        .collect();
-    transcriber().transcribe(&channels).expect("transcription")
+        .collect()
+}
+
+fn transcribe(path: &Path) -> Transcript {
+    transcriber()
+        .transcribe(&speech(path))
+        .expect("transcription")
 }
 
 fn eval_reference(file: &str) -> String {
@@ -278,21 +283,9 @@ fn every_window_is_encoded_and_decoded_once() {
         .resolve(&config.model)
         .expect("the default model is needed: run `callpipe model install`");
     let t = Transcriber::new(Engine::load(&dir, &config, 1).expect("model"), name);
-    let mut opts = FrontEndOptions::from_config(&Default::default());
-    opts.keep_audio = true;
-    let call = callpipe_ingest::process_file(&fixtures().join("calls/words_00.wav"), &opts)
-        .expect("front end");
-    let channels: Vec<ChannelSpeech> = call
-        .channels
-        .into_iter()
-        .map(|c| ChannelSpeech {
-            channel: c.channel,
-            role: c.role,
-            spans: c.spans,
-            segments: c.segments,
-        })
-        .collect();
-    let transcript = t.transcribe(&channels).expect("transcription");
+    let transcript = t
+        .transcribe(&speech(&fixtures().join("calls/words_00.wav")))
+        .expect("transcription");
     assert!(transcript.text().split_whitespace().count() > 20);
 
     let (stats, work) = (t.stats(), t.engine().work());
