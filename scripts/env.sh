@@ -71,3 +71,14 @@ bench_calls() {
     fi
     echo "$data"
 }
+
+# The local servers the cloud backends' tests run against: moto (S3, SQS) in a venv under
+# ~/.cache/callpipe (sets and exports CALLPIPE_MOTO_SERVER), and redis-server from Debian.
+# The tests start them on free loopback ports and stop them afterwards.
+ensure_test_servers() {
+    apt_install redis-server python3-venv
+    local venv="$HOME/.cache/callpipe/servers-venv"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    [ -x "$venv/bin/moto_server" ] || "$venv/bin/pip" install -q 'moto[server]'
+    export CALLPIPE_MOTO_SERVER="$venv/bin/moto_server"
+}

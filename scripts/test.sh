@@ -10,11 +10,12 @@ source "$(dirname "$0")/env.sh"
 cd "$CALLPIPE_ROOT"
 
 ensure_build_deps
+ensure_test_servers
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --release --all-targets --locked -- -D warnings
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
 echo "== model install (cached in \$CALLPIPE_MODEL_DIR or ~/.cache/callpipe/models)"
 cargo build --release --locked
 "$CALLPIPE_BIN" model install

@@ -9,7 +9,7 @@ use clap::Parser as _;
 fn main() -> ExitCode {
     tune_allocator();
     let args = cli::Cli::parse();
-    cli::init_tracing(args.verbose);
+    cli::init_tracing(args.verbose, args.log_format);
     match cli::run(args) {
         Ok(code) => code,
         // `callpipe search … | head`: the reader had all it wanted, which is how a pipeline

@@ -53,7 +53,7 @@ fn stages(c: &mut Criterion) {
     let input: Vec<f32> = (0..8000 * 60)
         .map(|i| {
             let t = i as f32 / 8000.0;
-            if (t as u32) % 2 == 0 {
+            if (t as u32).is_multiple_of(2) {
                 (t * 2.0 * std::f32::consts::PI * 300.0).sin() * 0.3
             } else {
                 0.0

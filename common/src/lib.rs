@@ -16,14 +16,23 @@
 //! - [`store`]: the backend traits (object store, metadata store, vector index), their
 //!   shared types and conformance suites, and the local-directory object store.
 //! - [`lane`]: live, upload and backfill priority, which every scheduler of calls orders by.
-//! - [`error`]: the transient/permanent split that retry and acknowledgement logic matches on.
+//! - [`error`]: the transient/permanent/environment split that retry and acknowledgement logic
+//!   matches on.
+//! - [`messages`]: the typed, versioned stage messages (references to objects, never audio).
+//! - [`queue`]: the queue trait between stages (receive with a deadline, ack, extend, release,
+//!   send) and the in-process queue.
+//! - [`coord`]: leases with fencing tokens, markers and counters shared by workers, and the
+//!   in-process implementation.
 
 pub mod audio;
 pub mod config;
+pub mod coord;
 pub mod error;
 pub mod ids;
 pub mod lane;
+pub mod messages;
 pub mod pool;
+pub mod queue;
 pub mod store;
 pub mod transcript;
 

@@ -98,6 +98,25 @@ impl Indexer {
         call: &mut CallRecord,
         transcript: &Transcript,
     ) -> Result<IndexTimes, IndexError> {
+        self.index_with(call, transcript, true).await
+    }
+
+    /// [`Indexer::index`] for a transcript that the transcribe stage already wrote at
+    /// [`transcript_key`]: step 1 is skipped.
+    pub async fn index_stored(
+        &self,
+        call: &mut CallRecord,
+        transcript: &Transcript,
+    ) -> Result<IndexTimes, IndexError> {
+        self.index_with(call, transcript, false).await
+    }
+
+    async fn index_with(
+        &self,
+        call: &mut CallRecord,
+        transcript: &Transcript,
+        write_transcript: bool,
+    ) -> Result<IndexTimes, IndexError> {
         let call_id = call.call_id.to_string();
         let store_err = |source| IndexError::Store {
             call_id: call_id.clone(),
@@ -110,11 +129,13 @@ impl Indexer {
         let embed_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let json = serde_json::to_vec(transcript).expect("a transcript serialises");
-        self.objects
-            .put(&transcript_key(call), json)
-            .await
-            .map_err(store_err)?;
+        if write_transcript {
+            let json = serde_json::to_vec(transcript).expect("a transcript serialises");
+            self.objects
+                .put(&transcript_key(call), json)
+                .await
+                .map_err(store_err)?;
+        }
         self.vectors
             .replace_call(&call.call_id, &vector_docs(call, &docs, vectors))
             .await

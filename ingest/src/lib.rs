@@ -13,6 +13,8 @@
 //!   segment shaping rules (padding, gap merging, ≤ 30 s cap).
 //! - [`frontend`]: ties them together; channels are processed in parallel on the rayon pool.
 //! - [`source`]: local recordings: directory walks, call identity, when the call took place.
+//! - [`s3_event`]: S3 event notifications (direct, SNS-wrapped, test events) from the ingest
+//!   queue, turned into the objects to ingest, keys decoded.
 //! - [`error`]: [`IngestError`], every variant naming the file.
 //!
 //! Everything here is synchronous CPU work. Call it from the CPU pool
@@ -22,6 +24,7 @@ pub mod decode;
 pub mod error;
 pub mod frontend;
 pub mod resample;
+pub mod s3_event;
 pub mod source;
 pub mod vad;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use callpipe_common::config::{MetadataKind, ObjectStoreKind, VectorIndexKind};
-use callpipe_common::store::{LocalDirStore, MetadataStore, ObjectStore, VectorIndex, WriterLock};
+use callpipe_common::config::{MetadataKind, VectorIndexKind};
+use callpipe_common::store::{MetadataStore, ObjectStore, VectorIndex, WriterLock};
 use callpipe_index::embed::{Embedder, MiniLm};
 use callpipe_index::search::SearchSettings;
 use callpipe_index::store::{DiskVectorIndex, SqliteMetadata};
@@ -28,6 +28,9 @@ impl Context {
             MetadataKind::Sqlite => {
                 let path = self.data_dir().join("metadata.db");
                 Ok(Arc::new(SqliteMetadata::open(&path)?))
+            }
+            MetadataKind::Mongodb => {
+                Err(not_yet("metadata = \"mongodb\"", "metadata = \"sqlite\""))
             }
         }
     }
@@ -53,6 +56,10 @@ impl Context {
                     .context("opening the vector index (`callpipe run` rebuilds a damaged one)")?;
                 Ok(Arc::new(index))
             }
+            VectorIndexKind::Opensearch => Err(not_yet(
+                "vector_index = \"opensearch\"",
+                "vector_index = \"embedded\"",
+            )),
         }
     }
 
@@ -63,19 +70,7 @@ impl Context {
     pub async fn open_writer(&self) -> anyhow::Result<Writer> {
         let lock = WriterLock::acquire(self.data_dir())?;
         let metadata = self.open_metadata()?;
-        let objects: Arc<dyn ObjectStore> = match self.config.storage.object_store {
-            ObjectStoreKind::Local => {
-                let store = LocalDirStore::open(self.data_dir().join("objects"))?;
-                let sweep = store.clone();
-                let removed = tokio::task::spawn_blocking(move || sweep.remove_leftovers())
-                    .await
-                    .context("clearing leftovers")??;
-                if removed > 0 {
-                    tracing::info!(removed, "removed temporary files of interrupted writes");
-                }
-                Arc::new(store)
-            }
-        };
+        let objects = self.artifacts().await?;
         let embedder = self.load_embedder()?;
         let (vectors, moved): (Arc<dyn VectorIndex>, _) = match self.config.storage.vector_index {
             VectorIndexKind::Embedded => {
@@ -84,12 +79,18 @@ impl Context {
                     DiskVectorIndex::open_or_reset(&path, embedder.dim(), embedder.model())?;
                 (Arc::new(index), moved)
             }
+            VectorIndexKind::Opensearch => {
+                return Err(not_yet(
+                    "vector_index = \"opensearch\"",
+                    "vector_index = \"embedded\"",
+                ))
+            }
         };
         let indexer = Indexer::new(
             embedder,
             metadata.clone(),
             vectors.clone(),
-            objects,
+            objects.clone(),
             self.unit_rules(),
         );
         let lost = vectors.count(None).await? == 0 && metadata.count_segments(None).await? > 0;
@@ -110,6 +111,7 @@ impl Context {
             _lock: lock,
             metadata,
             indexer,
+            artifacts: objects,
         })
     }
 
@@ -141,11 +143,23 @@ impl Context {
     }
 }
 
+/// A backend the config accepts and this build cannot open yet. The config keys are the
+/// contract with the infrastructure, so they are accepted ahead of the implementation, and
+/// the process that would use one stops with this message instead of writing elsewhere.
+fn not_yet(setting: &str, instead: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "[storage] {setting} is accepted by the configuration but not implemented in this \
+         build; the metadata and vectors stay on the embedded stores ([storage] {instead})"
+    )
+}
+
 /// The backends of a data directory opened for writing, with its lock held until dropped.
 pub struct Writer {
     _lock: WriterLock,
     pub metadata: Arc<dyn MetadataStore>,
     pub indexer: Indexer,
+    /// Plans and transcripts: `<data dir>/objects` or the artifacts bucket.
+    pub artifacts: Arc<dyn ObjectStore>,
 }
 
 /// `mm:ss.s`, or `h:mm:ss.s` past the hour: a moment in a call.

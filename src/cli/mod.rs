@@ -1,6 +1,8 @@
 //! Argument parsing and dispatch.
 
+mod backends;
 mod calls;
+mod config;
 mod data;
 mod eval;
 mod model;
@@ -8,6 +10,7 @@ mod probe;
 mod run;
 mod search;
 mod transcribe;
+mod worker;
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -42,14 +45,28 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Log lines as text for people, or as one JSON object per line (for log collectors: each
+    /// job's lines carry call_id, revision and stage as fields).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CALLPIPE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole pipeline (ingest, transcribe, index) over files and directories; resumable.
+    /// Run the whole pipeline (ingest, transcribe, index) over files, directories and S3
+    /// prefixes, in one process; resumable.
     Run(run::RunArgs),
+    /// Consume a stage's queue (SQS): the distributed workers, with /healthz and /metrics.
+    Worker(worker::WorkerArgs),
     /// Hybrid keyword + semantic search over indexed calls.
     Search(search::SearchArgs),
     /// List processed calls, or show one call's transcript.
@@ -62,6 +79,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Install, import and list models (Whisper for ASR, MiniLM for embeddings).
     Model(model::ModelArgs),
+    /// Check a configuration (file + CALLPIPE_* overrides) without starting anything.
+    Config(config::ConfigArgs),
 }
 
 /// A whole-number flag within `range`: the same bounds the config key it overrides has.
@@ -77,7 +96,14 @@ fn seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-pub fn init_tracing(verbose: u8) {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn init_tracing(verbose: u8, format: LogFormat) {
     // symphonia reports recoverable oddities (junk bytes, short streams) through `log`; the
     // front end already turns those into `truncated` or an error line, so they stay quiet
     // unless asked for.
@@ -88,16 +114,28 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        // Span fields (call_id, revision, stage) on every line of a job, flattened with the
+        // event's own fields so a log query needs no nesting.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Shared start-up: configuration and the CPU pool.
 struct Context {
     config: Config,
     pool: CpuPool,
+    /// The AWS SDK's configuration, loaded on first use (only cloud backends need it).
+    aws: tokio::sync::OnceCell<aws_config::SdkConfig>,
 }
 
 impl Context {
@@ -110,13 +148,21 @@ impl Context {
             config.storage.data_dir = dir.clone();
         }
         let pool = CpuPool::new(config.pool.threads).context("starting the CPU pool")?;
-        Ok(Context { config, pool })
+        Ok(Context {
+            config,
+            pool,
+            aws: tokio::sync::OnceCell::new(),
+        })
     }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Model(args) = cli.command {
         return model::run(args);
+    }
+    // Before the pool and the runtime: a config check starts nothing.
+    if let Command::Config(args) = &cli.command {
+        return config::run(&cli, args);
     }
     let ctx = Context::new(&cli)?;
     // A small runtime: it only awaits results; CPU work runs on the pool.
@@ -129,8 +175,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Transcribe(args) => runtime.block_on(transcribe::run(&ctx, args)),
         Command::Eval(args) => runtime.block_on(eval::run(&ctx, args)),
         Command::Run(args) => runtime.block_on(run::run(&ctx, args)),
+        Command::Worker(args) => runtime.block_on(worker::run(&ctx, args)),
         Command::Search(args) => runtime.block_on(search::run(&ctx, args)),
         Command::Calls(args) => runtime.block_on(calls::run(&ctx, args)),
-        Command::Model(_) => unreachable!("handled above"),
+        Command::Model(_) | Command::Config(_) => unreachable!("handled above"),
     }
 }

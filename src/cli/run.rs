@@ -1,16 +1,17 @@
-//! `callpipe run`: the whole pipeline in one process, ingest → transcribe → index, over files
-//! and directories.
+//! `callpipe run`: the whole pipeline in one process, ingest → transcribe → index, over files,
+//! directories and S3 prefixes.
 //!
-//! Calls flow through a bounded window (`[run] calls_in_flight`): each is read, hashed,
-//! decoded, transcribed and indexed by its own task, CPU work on the pool and the engine's
-//! workers, so the engine always has the next call's windows queued. A call whose revision is
-//! already indexed is skipped, which makes a rerun after an interruption pick up where it
-//! stopped; a failure is recorded on the call with its reason and the run goes on.
+//! This is wiring: it lists the sources, opens the backends and the engine, and hands them to
+//! the pipeline's in-process runner (`callpipe_pipeline::run`), which runs the same stage
+//! consumers as `callpipe worker` over in-process queues, with at most `[run] calls_in_flight`
+//! calls at once. A call whose revision is already indexed is skipped, which makes a rerun
+//! after an interruption pick up where it stopped; a permanent failure is recorded on the call
+//! with its reason and the run goes on.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,20 +19,22 @@ use futures::stream::{self, StreamExt as _};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use callpipe_common::ids::{CallId, Revision};
-use callpipe_common::store::{now_ms, CallError, CallRecord, CallStatus, MetadataStore};
-use callpipe_common::ErrorKind;
-use callpipe_index::Indexer;
-use callpipe_ingest::source::{discover, LocalSource};
-use callpipe_ingest::IngestError;
+use anyhow::Context as _;
+
+use callpipe_common::messages::SourceRef;
+use callpipe_common::store::RecordingSource;
+use callpipe_common::Lane;
+use callpipe_ingest::source::discover;
+use callpipe_pipeline::run::{run_sources, RunOptions};
+use callpipe_pipeline::CallOutcome;
 
 use super::transcribe::{Asr, EngineArgs};
 use super::Context;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Recordings: files, and directories walked recursively for audio files ([run]
-    /// extensions). `s3://` prefixes come with the S3 backend.
+    /// Recordings: files, directories walked recursively, and `s3://bucket/prefix` listings
+    /// (streamed page by page), keeping audio files by extension ([run] extensions).
     #[arg(required = true, value_name = "SOURCE")]
     sources: Vec<String>,
 
@@ -45,24 +48,6 @@ pub struct RunArgs {
 
     #[command(flatten)]
     engine: EngineArgs,
-}
-
-/// Failures the stage cannot class (a panic, an engine error) count as the input's fault.
-const PERMANENT: ErrorKind = ErrorKind::Permanent;
-
-/// How one call ended.
-enum Outcome {
-    Indexed(Done),
-    Skipped,
-    Failed { source: String, reason: String },
-}
-
-struct Done {
-    audio_s: f64,
-    speech_s: f64,
-    units: usize,
-    times: callpipe_common::store::StageTimes,
-    embed_s: f64,
 }
 
 /// The end-of-run report.
@@ -106,17 +91,10 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         data_dir: ctx.data_dir().display().to_string(),
         ..Default::default()
     };
-    let mut paths = Vec::new();
-    for source in &args.sources {
-        if source.starts_with("s3://") {
-            anyhow::bail!(
-                "{source}: s3:// sources need the S3 backend, which this build does not have yet; \
-                 copy the recordings locally"
-            );
-        }
-        paths.push(PathBuf::from(source));
-    }
-    let (sources, source_errors) = discover(&paths, &ctx.config.run.extensions);
+    let (local, prefixes): (Vec<&String>, Vec<&String>) =
+        args.sources.iter().partition(|s| !s.starts_with("s3://"));
+    let paths: Vec<PathBuf> = local.into_iter().map(PathBuf::from).collect();
+    let (files, source_errors) = discover(&paths, &ctx.config.run.extensions);
     for e in source_errors {
         eprintln!("error: {e}");
         summary.failures.push(Failure {
@@ -124,74 +102,128 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
             reason: e.reason,
         });
     }
-    summary.calls_found = sources.len();
+    let recordings = if prefixes.is_empty() {
+        None
+    } else {
+        Some(ctx.recordings().await?)
+    };
+    let mut s3_prefixes = Vec::new();
+    for p in &prefixes {
+        let (bucket, prefix) = p
+            .strip_prefix("s3://")
+            .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+            .filter(|(bucket, _)| !bucket.is_empty())
+            .with_context(|| format!("{p}: not an s3://bucket/prefix"))?;
+        s3_prefixes.push((bucket.to_owned(), prefix.to_owned()));
+    }
+    // Known up front for local files; an S3 listing is counted as it streams.
+    let known = files.len();
+    let listed = Arc::new(AtomicUsize::new(0));
 
     let writer = ctx.open_writer().await?;
-    let (metadata, indexer) = (&writer.metadata, &writer.indexer);
     let asr = Asr::load(ctx, &args.engine)?;
     let in_flight = match ctx.config.run.calls_in_flight {
         0 => asr.in_flight(),
         n => n,
     };
     summary.replicas = asr.transcriber.engine().replicas();
+    let stages = Arc::new(ctx.stages(
+        Arc::clone(&asr.front_end),
+        Some(Arc::clone(&asr.transcriber)),
+        writer.artifacts.clone(),
+        recordings.clone(),
+        Some(&writer),
+    ));
 
-    let progress = Progress::new(sources.len());
-    let worker = CallWorker {
-        ctx,
-        asr: &asr,
-        indexer,
-        metadata: metadata.as_ref(),
-        force: args.force,
-    };
-    let stop = stop_on_signal();
-    let admitted = Arc::new(AtomicUsize::new(0));
-    let mut outcomes = stream::iter(sources)
-        // After Ctrl-C or SIGTERM no new call starts; the ones in flight finish and are
-        // committed, so the rerun has less to do.
-        .take_while(|_| futures::future::ready(!stop.load(Ordering::SeqCst)))
-        .inspect(|_| {
-            admitted.fetch_add(1, Ordering::SeqCst);
+    let progress = Progress::new((prefixes.is_empty()).then_some(known));
+    let local_sources = stream::iter(files).map(|f| SourceRef {
+        uri: f.uri,
+        version: None,
+        etag: None,
+        size: Some(f.size),
+        recorded_at_ms: Some(f.recorded_at_ms),
+    });
+    let extensions = ctx.config.run.extensions.clone();
+    let listing_errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s3_sources = {
+        let recordings = recordings.clone();
+        let errors = Arc::clone(&listing_errors);
+        stream::iter(s3_prefixes).flat_map(move |(bucket, prefix)| {
+            let recordings = recordings.clone().expect("an S3 reader for s3:// sources");
+            let errors = Arc::clone(&errors);
+            let extensions = extensions.clone();
+            list_s3(recordings, bucket, prefix, extensions, errors)
         })
-        .map(|source| worker.process(source))
-        .buffer_unordered(in_flight);
-    while let Some((source, outcome)) = outcomes.next().await {
-        match outcome {
-            Outcome::Indexed(done) => {
-                summary.calls_indexed += 1;
-                summary.audio_hours += done.audio_s / 3600.0;
-                summary.speech_hours += done.speech_s / 3600.0;
-                summary.segments += done.units;
-                summary.ingest_s += done.times.ingest_s;
-                summary.transcribe_s += done.times.transcribe_s;
-                summary.index_s += done.times.index_s;
-                summary.embed_s += done.embed_s;
-                progress.log(format!(
-                    "indexed {} ({:.1} s audio, {} segments) in {:.1} s",
-                    source.path.display(),
-                    done.audio_s,
-                    done.units,
-                    done.times.ingest_s + done.times.transcribe_s + done.times.index_s
-                ));
-                progress.advance(done.audio_s);
-            }
-            Outcome::Skipped => {
-                summary.calls_skipped += 1;
-                progress.log(format!(
-                    "skipped {} (already indexed; --force reprocesses)",
-                    source.path.display()
-                ));
-                progress.advance(0.0);
-            }
-            Outcome::Failed { source, reason } => {
-                summary.calls_failed += 1;
-                progress.log(format!("failed {source}: {reason}"));
-                summary.failures.push(Failure { source, reason });
-                progress.advance(0.0);
-            }
+    };
+    let counted = Arc::clone(&listed);
+    let sources = local_sources.chain(s3_sources).inspect(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+
+    let stop = stop_on_signal();
+    let options = RunOptions {
+        calls_in_flight: in_flight,
+        ingest_consumers: ctx.pool.threads().clamp(1, in_flight),
+        transcribe_consumers: in_flight,
+        force: args.force,
+        lane: Lane::Upload,
+        max_attempts: ctx.config.queue.max_receives,
+    };
+    let counts = run_sources(stages, sources, options, stop, |outcome| match outcome {
+        CallOutcome::Indexed {
+            source,
+            audio_s,
+            speech_s,
+            units,
+            times,
+            embed_s,
+        } => {
+            summary.calls_indexed += 1;
+            summary.audio_hours += audio_s / 3600.0;
+            summary.speech_hours += speech_s / 3600.0;
+            summary.segments += units;
+            summary.ingest_s += times.ingest_s;
+            summary.transcribe_s += times.transcribe_s;
+            summary.index_s += times.index_s;
+            summary.embed_s += embed_s;
+            progress.log(format!(
+                "indexed {} ({audio_s:.1} s audio, {units} segments) in {:.1} s",
+                shown(&source),
+                times.ingest_s + times.transcribe_s + times.index_s
+            ));
+            progress.advance(audio_s);
         }
-    }
+        CallOutcome::Skipped { source } => {
+            summary.calls_skipped += 1;
+            progress.log(format!(
+                "skipped {} (already indexed; --force reprocesses)",
+                shown(&source)
+            ));
+            progress.advance(0.0);
+        }
+        CallOutcome::Failed { source, reason } => {
+            summary.calls_failed += 1;
+            let source = shown(&source).to_owned();
+            progress.log(format!("failed {source}: {reason}"));
+            summary.failures.push(Failure { source, reason });
+            progress.advance(0.0);
+        }
+    })
+    .await;
     progress.finish();
-    summary.calls_not_started = summary.calls_found - admitted.load(Ordering::SeqCst);
+    for e in listing_errors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+    {
+        eprintln!("error: {e}");
+        summary.failures.push(Failure {
+            source: e.split(':').next().unwrap_or_default().to_owned(),
+            reason: e,
+        });
+    }
+    summary.calls_found = known.max(listed.load(Ordering::SeqCst));
+    summary.calls_not_started = summary.calls_found.saturating_sub(counts.admitted);
     if summary.calls_not_started > 0 {
         eprintln!(
             "interrupted: {} calls not started; rerun the same command to continue",
@@ -220,11 +252,54 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A local file's path, or the object's URI.
+fn shown(source: &str) -> &str {
+    source.strip_prefix("file://").unwrap_or(source)
+}
+
+/// The audio objects under an S3 prefix, page by page as the pipeline takes them. A listing
+/// error ends that prefix and is reported in the summary.
+fn list_s3(
+    recordings: Arc<dyn RecordingSource>,
+    bucket: String,
+    prefix: String,
+    extensions: Vec<String>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+) -> impl futures::Stream<Item = SourceRef> + Send {
+    let wanted = move |key: &str| {
+        let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        ext.is_some_and(|e| extensions.iter().any(|x| x.eq_ignore_ascii_case(&e)))
+    };
+    recordings.list(&bucket, &prefix).filter_map(move |item| {
+        let out = match item {
+            Ok(meta) if wanted(&meta.key) => {
+                let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
+                Some(SourceRef {
+                    uri: meta.uri(),
+                    recorded_at_ms: callpipe_ingest::source::timestamp_in_name(name)
+                        .or(meta.last_modified_ms),
+                    version: meta.version,
+                    etag: meta.etag,
+                    size: Some(meta.size),
+                })
+            }
+            Ok(_) => None,
+            Err(e) => {
+                errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(e.to_string());
+                None
+            }
+        };
+        futures::future::ready(out)
+    })
+}
+
 /// A flag raised by the first Ctrl-C or SIGTERM. A second one exits at once: everything
 /// committed so far stays, and a rerun redoes the calls that were in flight.
-fn stop_on_signal() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (flag, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut term =
@@ -245,7 +320,7 @@ fn stop_on_signal() -> Arc<AtomicBool> {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminated => {}
             }
-            if flag.swap(true, Ordering::SeqCst) {
+            if flag.send_replace(true) {
                 eprintln!("interrupted again: exiting now; rerun to finish the calls in flight");
                 std::process::exit(130);
             }
@@ -300,18 +375,22 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(calls: usize) -> Self {
+    /// `calls`: how many, when known before the run (local files; an S3 listing streams).
+    fn new(calls: Option<usize>) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(
-                Some(calls as u64),
+                calls.map(|c| c as u64),
                 ProgressDrawTarget::stderr_with_hz(4),
             );
+            let template = if calls.is_some() {
+                "{spinner} [{bar:30}] {pos}/{len} calls, {msg}  {elapsed} elapsed, ETA {eta}"
+            } else {
+                "{spinner} {pos} calls, {msg}  {elapsed} elapsed"
+            };
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{bar:30}] {pos}/{len} calls, {msg}  {elapsed} elapsed, ETA {eta}",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template(template)
+                    .expect("a valid template")
+                    .progress_chars("=> "),
             );
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
@@ -340,227 +419,6 @@ impl Progress {
     fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
-        }
-    }
-}
-
-/// Everything one call's task needs.
-struct CallWorker<'a> {
-    ctx: &'a Context,
-    asr: &'a Asr,
-    indexer: &'a Indexer,
-    metadata: &'a dyn MetadataStore,
-    force: bool,
-}
-
-impl CallWorker<'_> {
-    async fn process(&self, source: LocalSource) -> (LocalSource, Outcome) {
-        let outcome = self.process_inner(&source).await;
-        (source, outcome)
-    }
-
-    async fn process_inner(&self, source: &LocalSource) -> Outcome {
-        let shown = source.path.display().to_string();
-        let fail = |reason: String| Outcome::Failed {
-            source: shown.clone(),
-            reason,
-        };
-        let call_id = CallId::from_source(&source.uri);
-        let t0 = Instant::now();
-        let existing = match self.metadata.get_call(&call_id).await {
-            Ok(existing) => existing,
-            Err(e) => return fail(format!("{shown}: reading its record: {e}")),
-        };
-        let existing = existing.as_ref();
-
-        // Read and hash: the revision is the content, so an edited file is a new revision.
-        // The read counts the bytes that actually arrive, whatever the size seen at discovery.
-        // The bytes stay in memory while the call decodes, so they count against the call's
-        // memory budget as well as the file-size limit.
-        let ingest = &self.ctx.config.ingest;
-        let budget = ingest.max_call_memory_mb.saturating_mul(1 << 20);
-        let limit = ingest.max_file_bytes.min(budget);
-        let over_budget = limit < ingest.max_file_bytes;
-        let path = source.path.clone();
-        let read = self
-            .ctx
-            .pool
-            .run(
-                move || match callpipe_ingest::read_recording(&path, limit) {
-                    Ok(bytes) => {
-                        let revision = Revision::from_content(&bytes);
-                        Ok((bytes, revision))
-                    }
-                    Err(IngestError::TooLarge { path, .. }) if over_budget => {
-                        Err(IngestError::CallMemory {
-                            path,
-                            limit_bytes: budget,
-                        })
-                    }
-                    Err(e) => Err(e),
-                },
-            )
-            .await;
-        let (bytes, revision) = match read {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => {
-                let unread = CallRecord::pending(
-                    call_id,
-                    Revision::new("unread"),
-                    source.uri.clone(),
-                    source.recorded_at_ms,
-                );
-                return self
-                    .record_failure(source, existing, unread, "ingest", e.kind(), e.to_string())
-                    .await;
-            }
-            Err(e) => return fail(format!("{shown}: internal error while reading: {e}")),
-        };
-
-        if let Some(existing) = existing.filter(|c| !self.force && c.is_indexed(&revision)) {
-            // An earlier attempt may have failed before it could read the file (which is
-            // readable and unchanged now): the call is back to its indexed state.
-            if existing.status != CallStatus::Indexed || existing.revision != revision {
-                let restored = CallRecord {
-                    revision,
-                    status: CallStatus::Indexed,
-                    error: None,
-                    updated_at_ms: now_ms(),
-                    ..existing.clone()
-                };
-                if let Err(e) = self.metadata.put_call(&restored).await {
-                    return fail(format!("{shown}: restoring its record: {e}"));
-                }
-            }
-            return Outcome::Skipped;
-        }
-        // `call` gathers the new revision's facts and is what the index stage commits; the
-        // stored record meanwhile keeps the indexed revision's facts, which search still shows.
-        let mut call = CallRecord::pending(
-            call_id.clone(),
-            revision.clone(),
-            source.uri.clone(),
-            source.recorded_at_ms,
-        );
-        if let Err(e) = self
-            .metadata
-            .put_call(&CallRecord::attempt(existing, &call))
-            .await
-        {
-            return fail(format!("{shown}: recording the call: {e}"));
-        }
-
-        // Ingest: decode, split, resample, VAD.
-        let opts = Arc::clone(&self.asr.front_end);
-        let path = source.path.clone();
-        let audio = match self
-            .ctx
-            .pool
-            .run(move || callpipe_ingest::process_bytes(&path, bytes, &opts))
-            .await
-        {
-            Ok(Ok(audio)) => audio,
-            Ok(Err(e)) => {
-                let kind = e.kind();
-                return self
-                    .record_failure(source, existing, call, "ingest", kind, e.to_string())
-                    .await;
-            }
-            Err(e) => {
-                let reason = format!("{shown}: internal error while decoding: {e}");
-                return self
-                    .record_failure(source, existing, call, "ingest", PERMANENT, reason)
-                    .await;
-            }
-        };
-        call.duration_s = audio.duration_s;
-        call.speech_s = audio.channels.iter().map(|c| c.speech_s()).sum();
-        let channels = self.asr.channels(audio);
-        call.channels = channels.iter().map(|c| c.role).collect();
-        call.stage_times.ingest_s = t0.elapsed().as_secs_f64();
-
-        // Transcribe on the engine's workers (this thread only waits).
-        let t1 = Instant::now();
-        let transcriber = Arc::clone(&self.asr.transcriber);
-        let label = shown.clone();
-        let transcript = match tokio::task::spawn_blocking(move || {
-            transcriber.transcribe_call(&label, &channels)
-        })
-        .await
-        {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                let reason = format!("{shown}: {e}");
-                return self
-                    .record_failure(source, existing, call, "transcribe", PERMANENT, reason)
-                    .await;
-            }
-            Err(e) => {
-                let reason = format!("{shown}: internal error while transcribing: {e}");
-                return self
-                    .record_failure(source, existing, call, "transcribe", PERMANENT, reason)
-                    .await;
-            }
-        };
-        call.stage_times.transcribe_s = t1.elapsed().as_secs_f64();
-
-        // Index: embed, write vectors, commit. index_s is known only after the commit, so the
-        // stored record carries the stage's time up to the commit itself.
-        let t2 = Instant::now();
-        match self.indexer.index(&mut call, &transcript).await {
-            Ok(times) => {
-                call.stage_times.index_s = t2.elapsed().as_secs_f64();
-                Outcome::Indexed(Done {
-                    audio_s: call.duration_s,
-                    speech_s: call.speech_s,
-                    units: times.units,
-                    times: call.stage_times,
-                    embed_s: times.embed_s,
-                })
-            }
-            Err(e) => {
-                let kind = e.kind();
-                let reason = format!("{shown}: {e}");
-                self.record_failure(source, existing, call, "index", kind, reason)
-                    .await
-            }
-        }
-    }
-
-    /// Marks the attempt `call` failed with `reason`, so `calls list` shows why; the run goes
-    /// on. Only the input's fault ([`ErrorKind::Permanent`]) is recorded on the call: a failure
-    /// of this machine (out of memory, permission denied) or one that may pass leaves the call
-    /// pending for the next run. An indexed revision stays searchable either way.
-    async fn record_failure(
-        &self,
-        source: &LocalSource,
-        existing: Option<&CallRecord>,
-        mut call: CallRecord,
-        stage: &str,
-        kind: ErrorKind,
-        reason: String,
-    ) -> Outcome {
-        let reason = if kind == ErrorKind::Permanent {
-            call.status = CallStatus::Failed;
-            call.error = Some(CallError {
-                stage: stage.to_owned(),
-                reason: reason.clone(),
-            });
-            match self
-                .metadata
-                .put_call(&CallRecord::attempt(existing, &call))
-                .await
-            {
-                Ok(()) => reason,
-                Err(e) => format!("{reason} (and recording the failure failed: {e})"),
-            }
-        } else {
-            let kind = kind.as_str();
-            format!("{reason} (not recorded on the call: {kind} error, the next run retries it)")
-        };
-        Outcome::Failed {
-            source: source.path.display().to_string(),
-            reason,
         }
     }
 }

@@ -10,7 +10,6 @@ use futures::stream::{self, StreamExt as _};
 use serde::Serialize;
 
 use callpipe_common::transcript::Transcript;
-use callpipe_common::{Role, SpeechSegment};
 use callpipe_ingest::{CallAudio, FrontEndOptions, RawFormat};
 use callpipe_transcribe::model::ModelStore;
 use callpipe_transcribe::{ChannelSpeech, Engine, Transcriber};
@@ -136,25 +135,7 @@ impl Asr {
     /// What the engine transcribes of a decoded call: each channel's speech, or (with `--no-vad`)
     /// the whole channel. The same audio on both channels is one mixed channel, transcribed once.
     pub fn channels(&self, call: CallAudio) -> Vec<ChannelSpeech> {
-        let vad = self.front_end.vad.is_some();
-        let mirrored = call.mirrored;
-        call.channels
-            .into_iter()
-            .take(if mirrored { 1 } else { usize::MAX })
-            .map(|c| ChannelSpeech {
-                channel: c.channel,
-                role: if mirrored { Role::Mixed } else { c.role },
-                segments: if vad {
-                    c.segments
-                } else {
-                    vec![SpeechSegment {
-                        start_s: 0.0,
-                        end_s: c.total_samples as f64 / callpipe_common::SAMPLE_RATE as f64,
-                    }]
-                },
-                spans: c.spans,
-            })
-            .collect()
+        callpipe_pipeline::stages::speech_channels(call, self.front_end.vad.is_some())
     }
 
     /// Front end then transcription for one file.

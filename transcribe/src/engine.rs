@@ -91,6 +91,19 @@ pub enum EngineError {
     Inference(String),
 }
 
+impl EngineError {
+    /// A model that cannot be found or loaded is this machine's problem; an inference failure
+    /// is taken as the input's (the same engine transcribes other calls fine).
+    pub fn kind(&self) -> callpipe_common::ErrorKind {
+        match self {
+            EngineError::Model(_) | EngineError::Load { .. } | EngineError::ComputeType(_) => {
+                callpipe_common::ErrorKind::Environment
+            }
+            EngineError::Inference(_) => callpipe_common::ErrorKind::Permanent,
+        }
+    }
+}
+
 fn inference(e: impl std::fmt::Display) -> EngineError {
     EngineError::Inference(e.to_string())
 }

@@ -23,6 +23,7 @@ mod local_dir;
 mod lock;
 mod metadata;
 mod object;
+mod recordings;
 mod vector;
 
 use std::fmt;
@@ -37,6 +38,7 @@ pub use self::local_dir::LocalDirStore;
 pub use self::lock::WriterLock;
 pub use self::metadata::MetadataStore;
 pub use self::object::{ObjectMeta, ObjectStore};
+pub use self::recordings::{RecordingMeta, RecordingSource};
 pub use self::vector::{VectorDoc, VectorIndex};
 
 /// Why a backend call failed. Each backend keeps its own error types and maps them into this

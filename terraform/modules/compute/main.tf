@@ -67,41 +67,50 @@ locals {
   opensearch_env = {
     CALLPIPE_OPENSEARCH__ENDPOINT = var.collection_endpoint
   }
+  # Every task gets the settings of the backends callpipe.toml selects ([storage]
+  # object_store = "s3", metadata = "mongodb", vector_index = "opensearch"), whether or not it
+  # uses them: the binary validates the whole config at start-up, and a backend selected
+  # without its settings fails there instead of falling back to a local one. None of them is a
+  # secret, and each task role still grants only what that task touches.
+  backend_env = merge({
+    CALLPIPE_STORAGE__ARTIFACTS_BUCKET = var.artifacts_bucket_name
+  }, local.mongodb_env, local.opensearch_env)
   gpu_env = local.gpu_enabled ? {
     CALLPIPE_TRANSCRIBE__DEVICE       = "cuda"
     CALLPIPE_TRANSCRIBE__COMPUTE_TYPE = "float16"
   } : {}
 
+  # A worker stage's queues are all SQS or none (`callpipe config check --stage`): ingest
+  # writes transcribe and, for the calls it rejects, index (the index stage records failures).
+  # tests/config_envs.rs runs `callpipe config check` with each task's map.
   task_env = {
-    ingest = {
+    ingest = merge(local.backend_env, {
       CALLPIPE_STORAGE__RECORDINGS_BUCKET   = var.recordings_bucket_name
-      CALLPIPE_STORAGE__ARTIFACTS_BUCKET    = var.artifacts_bucket_name
       CALLPIPE_QUEUE__INGEST_URL            = var.queue_urls["ingest"]
       CALLPIPE_QUEUE__TRANSCRIBE_URL        = var.queue_urls["transcribe"]
+      CALLPIPE_QUEUE__INDEX_URL             = var.queue_urls["index"]
       CALLPIPE_WORKER__VISIBILITY_TIMEOUT_S = tostring(var.visibility_timeouts["ingest"])
-    }
-    transcribe = merge({
-      CALLPIPE_STORAGE__ARTIFACTS_BUCKET    = var.artifacts_bucket_name
+    }, local.redis_env)
+    transcribe = merge(local.backend_env, {
       CALLPIPE_QUEUE__TRANSCRIBE_URL        = var.queue_urls["transcribe"]
       CALLPIPE_QUEUE__INDEX_URL             = var.queue_urls["index"]
       CALLPIPE_WORKER__VISIBILITY_TIMEOUT_S = tostring(var.visibility_timeouts["transcribe"])
-    }, local.gpu_env)
-    index = merge({
-      CALLPIPE_STORAGE__ARTIFACTS_BUCKET    = var.artifacts_bucket_name
+    }, local.redis_env, local.gpu_env)
+    index = merge(local.backend_env, {
       CALLPIPE_QUEUE__INDEX_URL             = var.queue_urls["index"]
       CALLPIPE_WORKER__VISIBILITY_TIMEOUT_S = tostring(var.visibility_timeouts["index"])
-    }, local.opensearch_env, local.mongodb_env, local.redis_env)
-    api = merge({
+    }, local.redis_env)
+    api = merge(local.backend_env, {
       CALLPIPE_SERVE__LISTEN = "0.0.0.0:${var.container_port}"
-    }, local.opensearch_env, local.mongodb_env)
-    live = merge({
+    })
+    live = merge(local.backend_env, {
       CALLPIPE_LIVE__LISTEN               = "0.0.0.0:${var.container_port}"
       CALLPIPE_STORAGE__RECORDINGS_BUCKET = var.recordings_bucket_name
     }, local.redis_env)
-    backfill = {
+    backfill = merge(local.backend_env, {
       CALLPIPE_STORAGE__RECORDINGS_BUCKET = var.recordings_bucket_name
       CALLPIPE_QUEUE__INGEST_URL          = var.queue_urls["ingest"]
-    }
+    })
   }
 
   images = {
@@ -485,6 +494,11 @@ locals {
       { sid = "WriteArtifacts", actions = local.s3_write, resources = ["${var.artifacts_bucket_arn}/*"] },
       { sid = "ConsumeIngestQueue", actions = local.sqs_consume, resources = [var.queue_arns["ingest"]] },
       { sid = "SendTranscribeQueue", actions = local.sqs_send, resources = [var.queue_arns["transcribe"]] },
+      # The calls ingest rejects go to the index stage, which records them.
+      { sid = "SendIndexQueue", actions = local.sqs_send, resources = [var.queue_arns["index"]] },
+      # Job leases and done markers in Redis: two ingest workers never take the same call.
+      { sid = "ReadRedisSecret", actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], resources = [var.redis_auth_secret_arn] },
+      { sid = "SecretKey", actions = ["kms:Decrypt"], resources = [var.redis_kms_key_arn] },
       local.statement_storage_key,
       local.statement_queue_key,
     ]
@@ -494,11 +508,15 @@ locals {
       { sid = "ListArtifacts", actions = ["s3:ListBucket"], resources = [var.artifacts_bucket_arn] },
       { sid = "ConsumeTranscribeQueue", actions = local.sqs_consume, resources = [var.queue_arns["transcribe"]] },
       { sid = "SendIndexQueue", actions = local.sqs_send, resources = [var.queue_arns["index"]] },
+      { sid = "ReadRedisSecret", actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], resources = [var.redis_auth_secret_arn] },
+      { sid = "SecretKey", actions = ["kms:Decrypt"], resources = [var.redis_kms_key_arn] },
       local.statement_storage_key,
       local.statement_queue_key,
     ]
     index = [
       { sid = "ReadArtifacts", actions = local.s3_read, resources = ["${var.artifacts_bucket_arn}/*"] },
+      # Deletes a call's plan once it is indexed, and an earlier revision's transcript.
+      { sid = "DeleteArtifacts", actions = ["s3:DeleteObject"], resources = ["${var.artifacts_bucket_arn}/*"] },
       { sid = "ListArtifacts", actions = ["s3:ListBucket"], resources = [var.artifacts_bucket_arn] },
       { sid = "ConsumeIndexQueue", actions = local.sqs_consume, resources = [var.queue_arns["index"]] },
       { sid = "SearchCollection", actions = ["aoss:APIAccessAll"], resources = [var.collection_arn] },

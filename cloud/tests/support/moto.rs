@@ -1,0 +1,164 @@
+//! A real moto server (S3, SQS, Secrets Manager) for one test: started on a free loopback
+//! port, killed when dropped.
+//!
+//! The binary is `$CALLPIPE_MOTO_SERVER`, or `moto_server` on `PATH`
+//! (`source scripts/env.sh && ensure_test_servers` installs it and sets the variable). A
+//! server that cannot start panics the test with the reason: these tests never pass without
+//! the server they test against.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use aws_sdk_s3::config::Credentials;
+
+/// How long moto may take to answer after its start (about 1 s when the machine is idle; much
+/// more while other builds load both cores).
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running moto server, or one stopped by [`Moto::stop`] that keeps its port.
+#[derive(Debug)]
+pub struct Moto {
+    binary: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    /// moto's request log, for the panic message when it does not come up.
+    log: tempfile::NamedTempFile,
+}
+
+impl Moto {
+    /// Starts a server and waits until it answers HTTP.
+    pub fn start() -> Moto {
+        let binary = std::env::var_os("CALLPIPE_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("moto_server"));
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("a temp file for moto's log");
+        let mut moto = Moto {
+            binary,
+            port,
+            child: None,
+            log,
+        };
+        moto.start_again();
+        moto
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint for every service.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The SDK configuration a deployment would have (callpipe's retries and timeouts), pointed
+    /// at this server with static test credentials in us-east-1.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        callpipe_cloud::aws::config_loader(Some("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
+            .load()
+            .await
+    }
+
+    /// A path-style S3 client (moto needs it).
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        callpipe_cloud::aws::s3_client(&self.sdk_config().await, true)
+    }
+
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        callpipe_cloud::aws::sqs_client(&self.sdk_config().await)
+    }
+
+    /// Kills the server; the port stays this server's for [`Moto::start_again`]. moto keeps
+    /// everything in memory, so buckets and queues are gone after a restart.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let stderr = self.log.reopen().expect("moto's log file");
+        let child = Command::new(&self.binary)
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start moto ({}): {e}. Run `source scripts/env.sh && \
+                     ensure_test_servers`, or set CALLPIPE_MOTO_SERVER to moto_server's path",
+                    self.binary.display()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !answers_http(self.port) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "moto ({}) exited at start with {status}:\n{}",
+                    self.binary.display(),
+                    self.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                let tail = self.log_tail();
+                self.stop();
+                panic!(
+                    "moto on port {} did not answer within {START_TIMEOUT:?}:\n{tail}",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        let mut start = log.len().saturating_sub(4000);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_owned()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nothing listens on right now: bind port 0, read what the OS chose, let it go. Another
+/// process could take it before moto does; then moto fails to bind and the test says so.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Whether an HTTP request to the port gets an HTTP response (moto's own API answers any GET).
+fn answers_http(port: u16) -> bool {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request =
+        "GET /moto-api/data.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+}

@@ -1,0 +1,182 @@
+//! A real redis-server for one test: started in the foreground on a free loopback port, with no
+//! persistence, killed when dropped.
+//!
+//! The binary is `$CALLPIPE_REDIS_SERVER`, or `redis-server` on `PATH`
+//! (`source scripts/env.sh && ensure_test_servers` installs it). A server that cannot start
+//! panics the test with the reason: these tests never pass without the server they test against.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long redis-server may take to answer after its start (milliseconds when the machine is
+/// idle; the bound leaves room for two cores busy compiling).
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running redis-server, or one stopped by [`RedisServer::stop`] that keeps its port.
+#[derive(Debug)]
+pub struct RedisServer {
+    binary: PathBuf,
+    port: u16,
+    password: Option<String>,
+    child: Option<Child>,
+    /// redis-server's log, for the panic message when it does not come up.
+    log: tempfile::NamedTempFile,
+}
+
+impl RedisServer {
+    /// Starts a server without a password and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that requires `password` (`--requirepass`).
+    pub fn start_with_password(password: &str) -> RedisServer {
+        Self::start_with(Some(password.to_owned()))
+    }
+
+    fn start_with(password: Option<String>) -> RedisServer {
+        let binary = std::env::var_os("CALLPIPE_REDIS_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("redis-server"));
+        let log = tempfile::NamedTempFile::new().expect("a temp file for redis-server's log");
+        let mut server = RedisServer {
+            binary,
+            port: free_port(),
+            password,
+            child: None,
+            log,
+        };
+        server.start_again();
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`, without the password.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server; the port stays this server's for [`RedisServer::start_again`]. Nothing
+    /// is persisted, so every key (fence counters included) and every loaded script is gone
+    /// after a restart.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers PING.
+    pub fn start_again(&mut self) {
+        self.stop();
+        // Appending, so a restart's log follows the first run's instead of overwriting it.
+        let stdout = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.log.path())
+            .expect("redis-server's log file");
+        let stderr = stdout.try_clone().expect("redis-server's log file");
+        let dir = std::env::temp_dir();
+        let port = self.port.to_string();
+        let mut args = vec![
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            dir.to_str().expect("a UTF-8 temp dir"),
+        ];
+        if let Some(password) = &self.password {
+            args.extend(["--requirepass", password]);
+        }
+        let child = Command::new(&self.binary)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({}): {e}. Run `source scripts/env.sh && \
+                     ensure_test_servers`, or set CALLPIPE_REDIS_SERVER to redis-server's path",
+                    self.binary.display()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !answers_ping(self.port) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "redis-server ({}) exited at start on port {} with {status}:\n{}",
+                    self.binary.display(),
+                    self.port,
+                    self.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                let tail = self.log_tail();
+                self.stop();
+                panic!(
+                    "redis-server on port {} did not answer within {START_TIMEOUT:?}:\n{tail}",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        let mut start = log.len().saturating_sub(4000);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nothing listens on right now: bind port 0, read what the OS chose, let it go. Another
+/// process could take it first; then redis-server fails to bind and the test says so.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Whether the port answers a PING the way Redis does: `+PONG`, or `-NOAUTH` when a password
+/// is required. A bare TCP accept is not enough, since Redis may still be loading.
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok()
+        && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
+}

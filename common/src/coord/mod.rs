@@ -1,0 +1,89 @@
+//! Coordination between workers: leases with fencing tokens, markers, counters.
+//!
+//! Delivery is at least once, so two workers can hold the same stage of the same call (a
+//! duplicate notification, a redelivery after a visibility timeout while the first worker is
+//! only slow). A worker therefore takes a [`Lease`] on `(call, revision, stage)` before it
+//! works: only one holds it at a time, it expires on its own if the holder dies, and each new
+//! holder gets a larger fencing token. Before an effect lands the worker checks that its token
+//! is still the current one ([`Coordination::holds`]), so a worker that lost its lease (paused,
+//! partitioned) cannot overwrite its successor's work.
+//!
+//! Markers remember that a stage of a revision is done, so a redelivered message is
+//! acknowledged without redoing the work; counters serve rate limits and admission control.
+//!
+//! [`InProcessCoordination`] is the embedded implementation; Redis (`fred`) lives in
+//! `callpipe-cloud`. Both pass [`conformance::coordination`].
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod in_process;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::ErrorKind;
+
+pub use self::in_process::InProcessCoordination;
+
+/// A held lease. `token` is larger than every token handed out before for the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub key: String,
+    pub token: u64,
+    pub ttl: Duration,
+}
+
+/// Why a coordination call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    /// The store could not be reached or timed out: retry later; no call is at fault.
+    #[error("coordination store {store}: {reason} (retryable)")]
+    Unavailable { store: String, reason: String },
+    /// Authentication, a bad endpoint, a script the server refuses: this worker cannot use it.
+    #[error("coordination store {store}: {reason}")]
+    Misconfigured { store: String, reason: String },
+}
+
+impl CoordError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CoordError::Unavailable { .. } => ErrorKind::Transient,
+            CoordError::Misconfigured { .. } => ErrorKind::Environment,
+        }
+    }
+}
+
+/// Leases, markers and counters shared by every worker of a deployment.
+///
+/// Keys are plain strings chosen by the caller (`lease/<call>/<revision>/<stage>`); each kind
+/// (lease, marker, counter) has its own namespace, so the same key may name one of each.
+#[async_trait]
+pub trait Coordination: std::fmt::Debug + Send + Sync + 'static {
+    /// A name for logs (`in-process`, `redis://host:port`).
+    fn name(&self) -> &str;
+
+    /// Takes the lease on `key` for `ttl` if no one holds it. `None` if someone does.
+    async fn acquire(&self, key: &str, ttl: Duration) -> Result<Option<Lease>, CoordError>;
+
+    /// Extends a held lease by its ttl from now. `false` if it was lost (it expired, and may
+    /// have been taken by another worker): the holder must stop and write nothing more.
+    async fn renew(&self, lease: &Lease) -> Result<bool, CoordError>;
+
+    /// Gives the lease up if it is still held with this token; otherwise does nothing.
+    async fn release(&self, lease: &Lease) -> Result<(), CoordError>;
+
+    /// Whether `lease` is still held with its token: the check before an effect lands.
+    async fn holds(&self, lease: &Lease) -> Result<bool, CoordError>;
+
+    /// Records that `key` happened, forgotten after `ttl`.
+    async fn set_marker(&self, key: &str, ttl: Duration) -> Result<(), CoordError>;
+
+    /// Whether a marker is set (and not yet expired).
+    async fn has_marker(&self, key: &str) -> Result<bool, CoordError>;
+
+    /// Adds `by` (may be negative) to the counter at `key` and returns the new value. A counter
+    /// that did not exist starts at 0 and expires `ttl` after its creation (zero: never), which
+    /// makes fixed-window rate limits one call.
+    async fn add(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, CoordError>;
+}
