@@ -81,4 +81,12 @@ ensure_test_servers() {
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     [ -x "$venv/bin/moto_server" ] || "$venv/bin/pip" install -q 'moto[server]'
     export CALLPIPE_MOTO_SERVER="$venv/bin/moto_server"
+    # An S3 server that checks SigV4 signatures (moto does not), for one signing test. Built
+    # once from crates.io (about 9 minutes on 2 cores), cached.
+    local s3s="$HOME/.cache/callpipe/s3s-fs"
+    if [ ! -x "$s3s/bin/s3s-fs" ]; then
+        echo "building s3s-fs (once)"
+        env -u CARGO_TARGET_DIR cargo install -q --root "$s3s" s3s-fs@0.14.1 --features binary --locked
+    fi
+    export CALLPIPE_S3S_FS="$s3s/bin/s3s-fs"
 }

@@ -503,8 +503,7 @@ fn notification(key_encoded: &str, etag: &str) -> String {
 async fn uploads_are_indexed_once_through_kills_duplicates_and_bad_input() {
     let cluster = Cluster::new().await;
     let mut ingest = [cluster.worker("ingest"), cluster.worker("ingest")];
-    let mut transcribe_a = cluster.worker("transcribe");
-    let transcribe_b = cluster.worker("transcribe");
+    let mut transcribers = [cluster.worker("transcribe"), cluster.worker("transcribe")];
     let index = cluster.worker("index");
 
     // Keys as customers write them: spaces, `+`, unicode.
@@ -541,14 +540,29 @@ async fn uploads_are_indexed_once_through_kills_duplicates_and_bad_input() {
         .await;
     cluster.send("ingest", "poison: not a notification").await;
 
-    // kill -9 a transcribe worker as soon as it holds a call; its message comes back after
+    // kill -9 whichever transcribe worker first holds a call; its message comes back after
     // the visibility timeout and the other worker finishes the call.
-    transcribe_a
-        .wait_for("started", Duration::from_secs(120))
-        .await;
-    transcribe_a.kill9();
+    let until = Instant::now() + Duration::from_secs(120);
+    let first = loop {
+        if let Some(i) = (0..2).find(|&i| !transcribers[i].events("started").is_empty()) {
+            break i;
+        }
+        assert!(
+            Instant::now() < until,
+            "no transcribe job started\n{}",
+            transcribers[0].tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    transcribers[first].kill9();
 
-    let workers = [&ingest[0], &ingest[1], &transcribe_a, &transcribe_b, &index];
+    let workers = [
+        &ingest[0],
+        &ingest[1],
+        &transcribers[0],
+        &transcribers[1],
+        &index,
+    ];
     let calls = cluster.settled(5, Duration::from_secs(300), &workers).await;
     cluster.drained(Duration::from_secs(60)).await;
 

@@ -479,7 +479,7 @@ where
                 backend: BACKEND,
                 what,
             },
-            code if aws::is_access_error(code, status) => StoreError::Failed {
+            code if aws::is_access_error(code, status) => StoreError::Denied {
                 backend: BACKEND,
                 what,
                 reason: format!(
@@ -503,7 +503,7 @@ where
             what,
             reason: failure.detail,
         },
-        Cause::Config => StoreError::Failed {
+        Cause::Config => StoreError::Denied {
             backend: BACKEND,
             what,
             reason: format!(

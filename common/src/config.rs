@@ -699,6 +699,13 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// A bad configuration is the deployment's fault, never a call's.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::Environment
+    }
+}
+
+impl ConfigError {
     /// The key an invalid value is at (`None` for a file that could not be read or parsed;
     /// figment's message names the key there).
     pub fn key(&self) -> Option<&'static str> {

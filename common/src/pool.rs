@@ -21,6 +21,17 @@ pub enum PoolError {
     Panicked(String),
 }
 
+impl PoolError {
+    /// A pool that cannot start is this machine's problem; a job that panicked is taken as its
+    /// input's (the same code runs other inputs fine), so the call is recorded, not retried.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            PoolError::Build(_) => crate::ErrorKind::Environment,
+            PoolError::Panicked(_) => crate::ErrorKind::Permanent,
+        }
+    }
+}
+
 /// A rayon pool with an async front door. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CpuPool {

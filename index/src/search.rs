@@ -50,6 +50,16 @@ pub enum SearchError {
     Task(String),
 }
 
+impl SearchError {
+    pub fn kind(&self) -> callpipe_common::ErrorKind {
+        match self {
+            SearchError::Embed(e) => e.kind(),
+            SearchError::Store(e) => e.kind(),
+            SearchError::Task(_) => callpipe_common::ErrorKind::Permanent,
+        }
+    }
+}
+
 /// One result: the call, the speaker, the moment and the words, with the units around it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchHit {

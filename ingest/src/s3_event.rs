@@ -125,6 +125,13 @@ pub enum KeyError {
     NotUtf8,
 }
 
+impl KeyError {
+    /// A key that does not decode will not decode on a retry.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Permanent
+    }
+}
+
 /// Decodes a key the way S3 encodes it in notifications: `+` is a space, `%XX` a byte, and the
 /// bytes are UTF-8. Every other character stands for itself.
 pub fn decode_key(raw: &str) -> Result<String, KeyError> {

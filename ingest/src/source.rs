@@ -35,6 +35,13 @@ impl std::fmt::Display for SourceError {
     }
 }
 
+impl SourceError {
+    /// A path that is missing, unreadable or not a recording: the input's fault.
+    pub fn kind(&self) -> callpipe_common::ErrorKind {
+        callpipe_common::ErrorKind::Permanent
+    }
+}
+
 /// Expands files and directories into recordings, in a stable order (sorted by path within
 /// each argument) with duplicates removed. A file named directly is taken whatever its
 /// extension; a directory is walked recursively for files with one of `extensions`

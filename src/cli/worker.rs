@@ -61,6 +61,14 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     for stage in &stages_run {
         config.check_stage(*stage)?;
     }
+    if args.stage != StageArg::All && config.queue.url(stages_run[0]).is_empty() {
+        anyhow::bail!(
+            "--stage {} needs its SQS queue ({}): a single stage on in-process queues \
+             would never receive work (use --stage all, or `callpipe run`, on one machine)",
+            stages_run[0],
+            callpipe_common::config::QueueConfig::key(stages_run[0])
+        );
+    }
     let metrics = WorkerMetrics::new();
     let health = Health::new();
     let (shutdown_tx, shutdown) = watch::channel(false);

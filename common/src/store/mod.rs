@@ -57,6 +57,14 @@ pub enum StoreError {
         what: String,
         reason: String,
     },
+    /// The backend refused this process: credentials, permissions, a key it may not use. The
+    /// machine's problem, not the call's: another worker (or this one, fixed) may succeed.
+    #[error("{backend}: {what}: {reason}")]
+    Denied {
+        backend: &'static str,
+        what: String,
+        reason: String,
+    },
     /// Anything a retry will not fix: corrupt data, a schema from another version, a dimension
     /// mismatch, an I/O error on a local file.
     #[error("{backend}: {what}: {reason}")]
@@ -71,6 +79,7 @@ impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::Unavailable { .. } => ErrorKind::Transient,
+            StoreError::Denied { .. } => ErrorKind::Environment,
             StoreError::NotFound { .. } | StoreError::Failed { .. } => ErrorKind::Permanent,
         }
     }

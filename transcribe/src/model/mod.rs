@@ -124,6 +124,14 @@ pub enum ModelError {
     NotImportable { path: PathBuf, reason: String },
 }
 
+impl ModelError {
+    /// A model that is missing, corrupt or unreadable is this machine's problem: the same call
+    /// succeeds on a worker with a good model, so it is never recorded on the call.
+    pub fn kind(&self) -> callpipe_common::ErrorKind {
+        callpipe_common::ErrorKind::Environment
+    }
+}
+
 /// The longest model name the store accepts.
 pub const MAX_NAME_LEN: usize = 128;
 
