@@ -9,7 +9,8 @@
 //! of it 8-bit mu-law), so the rounding adds noise 96 dB below full scale, far under any
 //! recording's own; and `callpipe run` goes through the same plan, so a worker's transcript is
 //! the same as `run`'s byte for byte. Halving the bytes was measured: through S3 and SQS on one
-//! machine it moved `worker --stage all` from 0.90x to (see the README) of `run`'s throughput.
+//! machine it moved `worker --stage all` from 0.90x to 1.04x of `run`'s throughput (README,
+//! Benchmarks).
 //!
 //! Layout: `CPPLAN2\n`, a little-endian u32 header length, the JSON header, then each span's
 //! samples as little-endian i16, in header order.
