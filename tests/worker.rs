@@ -374,12 +374,7 @@ impl Worker {
     }
 
     fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut start = text.len().saturating_sub(4000);
-        while !text.is_char_boundary(start) {
-            start += 1;
-        }
-        format!("{}:\n{}", self.log.display(), &text[start..])
+        format!("{}:\n{}", self.log.display(), support::log_tail(&self.log))
     }
 
     /// Log events with this message.

@@ -185,27 +185,10 @@ impl ObjectStore for S3ObjectStore {
     }
 }
 
-/// The same key rules as the local-directory store (`callpipe_common::store`), so an artifact
-/// key valid on one backend is valid on the other: relative, `/`-separated, no empty, `.` or
-/// `..` parts, no backslash or NUL.
+/// The same key rules as the local-directory store, so an artifact key valid on one backend is
+/// valid on the other.
 fn check_key(key: &str) -> Result<(), StoreError> {
-    let bad = key.is_empty()
-        || key.starts_with('/')
-        || key.ends_with('/')
-        || key.contains('\\')
-        || key.contains('\0')
-        || key
-            .split('/')
-            .any(|s| s.is_empty() || s == "." || s == "..");
-    if bad {
-        return Err(StoreError::Failed {
-            backend: BACKEND,
-            what: format!("key `{key}`"),
-            reason: "not a valid object key (relative, `/`-separated, no empty, `.` or `..` parts)"
-                .into(),
-        });
-    }
-    Ok(())
+    callpipe_common::store::check_key(BACKEND, key)
 }
 
 /// Customers' recordings, read where they are. One client serves every bucket it has access

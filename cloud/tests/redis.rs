@@ -11,7 +11,8 @@ use callpipe_cloud::redis::{RedisCoordination, RedisSettings};
 use callpipe_common::coord::{conformance, CoordError, Coordination};
 use callpipe_common::ErrorKind;
 
-use support::redis::{free_port, RedisServer};
+use support::free_port;
+use support::redis::RedisServer;
 
 /// How long an operation on a dead Redis may take to fail (the command timeout is 2 s).
 const FAIL_WITHIN: Duration = Duration::from_secs(5);

@@ -43,8 +43,8 @@ impl IndexError {
 }
 
 /// The object key of a revision's full transcript (segments and words, as JSON).
-pub fn transcript_key(call: &CallRecord) -> String {
-    format!("transcripts/{}/{}.json", call.call_id, call.revision)
+pub fn transcript_key(call_id: &CallId, revision: &callpipe_common::Revision) -> String {
+    format!("transcripts/{call_id}/{revision}.json")
 }
 
 /// Where a call's indexing time went.
@@ -132,7 +132,7 @@ impl Indexer {
         if write_transcript {
             let json = serde_json::to_vec(transcript).expect("a transcript serialises");
             self.objects
-                .put(&transcript_key(call), json)
+                .put(&transcript_key(&call.call_id, &call.revision), json)
                 .await
                 .map_err(store_err)?;
         }
@@ -155,7 +155,7 @@ impl Indexer {
             .map_err(store_err)?;
         // Earlier revisions' transcripts are orphans now. Removing them after the commit means
         // a crash can at worst leave one behind, which the next index of this call removes.
-        let current = transcript_key(call);
+        let current = transcript_key(&call.call_id, &call.revision);
         let prefix = format!("transcripts/{}/", call.call_id);
         for old in self.objects.list(&prefix).await.map_err(store_err)? {
             if old.key != current {

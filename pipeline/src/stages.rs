@@ -430,13 +430,8 @@ impl Stages {
             )
         })?;
         let bytes = self.artifacts.get(&job.plan_key).await.map_err(|e| {
-            let e = e.job(format!("{source}: reading its call plan"));
-            // A plan that is gone will not come back: record it rather than retry.
-            if e.kind() == ErrorKind::Permanent {
-                fail(e)
-            } else {
-                e.into()
-            }
+            // A plan that is gone will not come back: `fail` records a permanent error.
+            fail(e.job(format!("{source}: reading its call plan")))
         })?;
         let channels = self
             .pool
@@ -457,15 +452,7 @@ impl Stages {
         .await
         {
             Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                let kind = e.kind();
-                let e = e.job(&source);
-                return Err(if kind == ErrorKind::Permanent {
-                    fail(e)
-                } else {
-                    e.into()
-                });
-            }
+            Ok(Err(e)) => return Err(fail(e.job(&source))),
             Err(panic) => {
                 let e = JobError::permanent(format!(
                     "{source}: internal error while transcribing: {panic}"
@@ -475,7 +462,7 @@ impl Stages {
         };
         let mut facts = job.facts.clone();
         facts.stage_times.transcribe_s = t0.elapsed().as_secs_f64();
-        let key = transcript_key_of(&job.call_id, &job.revision);
+        let key = transcript_key(&job.call_id, &job.revision);
         let json = serde_json::to_vec(&transcript).expect("a transcript serialises");
         fence.check().await?;
         self.artifacts
@@ -577,14 +564,11 @@ impl Stages {
                         Stage::Index,
                     )
                 };
-                let json = self.artifacts.get(transcript_key).await.map_err(|e| {
-                    let e = e.job(format!("{source}: reading its transcript"));
-                    if e.kind() == ErrorKind::Permanent {
-                        fail(e)
-                    } else {
-                        e.into()
-                    }
-                })?;
+                let json = self
+                    .artifacts
+                    .get(transcript_key)
+                    .await
+                    .map_err(|e| fail(e.job(format!("{source}: reading its transcript"))))?;
                 let transcript: callpipe_common::Transcript = serde_json::from_slice(&json)
                     .map_err(|e| {
                         fail(JobError::permanent(format!(
@@ -594,15 +578,7 @@ impl Stages {
                 fence.check().await?;
                 let times = match indexer.index_stored(&mut call, &transcript).await {
                     Ok(times) => times,
-                    Err(e) => {
-                        let kind = e.kind();
-                        let e = e.job(&source);
-                        return Err(if kind == ErrorKind::Permanent {
-                            fail(e)
-                        } else {
-                            e.into()
-                        });
-                    }
+                    Err(e) => return Err(fail(e.job(&source))),
                 };
                 call.stage_times.index_s = t0.elapsed().as_secs_f64();
                 self.remove_plan(plan_key.as_deref()).await;
@@ -641,13 +617,6 @@ fn skipped(source: String) -> Done {
     }
 }
 
-/// The transcript key of `(call, revision)`, as the indexer names it.
-pub fn transcript_key_of(call_id: &CallId, revision: &Revision) -> String {
-    let mut call = CallRecord::pending(call_id.clone(), revision.clone(), String::new(), 0);
-    call.updated_at_ms = 0;
-    transcript_key(&call)
-}
-
 fn facts_of(source: &SourceRef, recorded_at_ms: i64) -> CallFacts {
     CallFacts {
         source: source.uri.clone(),
@@ -670,7 +639,8 @@ fn failure(
     failure_of(error, call_id, revision, job.lane, job.force, facts, stage)
 }
 
-/// A failure, with the job that records it when it is permanent.
+/// A failure, with the job that records it when it is permanent (any other kind carries none,
+/// so callers pass every error through here).
 fn failure_of(
     error: JobError,
     call_id: &CallId,

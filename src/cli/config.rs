@@ -12,6 +12,7 @@ use callpipe_common::config::{
 use callpipe_common::messages::Stage;
 use callpipe_common::Config;
 
+use super::worker::StageArg;
 use super::Cli;
 
 /// `println!` that hands a failed write (a closed pipe) back as an error instead of panicking.
@@ -60,35 +61,6 @@ struct CheckArgs {
     /// stages and the configuration itself, with passwords masked.
     #[arg(long)]
     json: bool,
-}
-
-/// The stages `callpipe worker --stage` takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum StageArg {
-    Ingest,
-    Transcribe,
-    Index,
-    All,
-}
-
-impl StageArg {
-    fn stages(self) -> Vec<Stage> {
-        match self {
-            StageArg::Ingest => vec![Stage::Ingest],
-            StageArg::Transcribe => vec![Stage::Transcribe],
-            StageArg::Index => vec![Stage::Index],
-            StageArg::All => Stage::ALL.to_vec(),
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            StageArg::Ingest => "ingest",
-            StageArg::Transcribe => "transcribe",
-            StageArg::Index => "index",
-            StageArg::All => "all",
-        }
-    }
 }
 
 pub fn run(cli: &Cli, args: &ConfigArgs) -> anyhow::Result<ExitCode> {

@@ -33,12 +33,21 @@ pub enum StageArg {
 }
 
 impl StageArg {
-    fn stages(self) -> Vec<Stage> {
+    pub fn stages(self) -> Vec<Stage> {
         match self {
             StageArg::Ingest => vec![Stage::Ingest],
             StageArg::Transcribe => vec![Stage::Transcribe],
             StageArg::Index => vec![Stage::Index],
             StageArg::All => Stage::ALL.to_vec(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageArg::Ingest => "ingest",
+            StageArg::Transcribe => "transcribe",
+            StageArg::Index => "index",
+            StageArg::All => "all",
         }
     }
 }

@@ -7,7 +7,7 @@
 //! the server they test against.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ impl Moto {
         let binary = std::env::var_os("CALLPIPE_MOTO_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("moto_server"));
-        let port = free_port();
+        let port = super::free_port();
         let log = tempfile::NamedTempFile::new().expect("a temp file for moto's log");
         let mut moto = Moto {
             binary,
@@ -124,12 +124,7 @@ impl Moto {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-        let mut start = log.len().saturating_sub(4000);
-        while !log.is_char_boundary(start) {
-            start += 1;
-        }
-        log[start..].to_owned()
+        super::log_tail(self.log.path())
     }
 }
 
@@ -137,13 +132,6 @@ impl Drop for Moto {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A port nothing listens on right now: bind port 0, read what the OS chose, let it go. Another
-/// process could take it before moto does; then moto fails to bind and the test says so.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// Whether an HTTP request to the port gets an HTTP response (moto's own API answers any GET).

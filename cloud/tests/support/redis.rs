@@ -6,7 +6,7 @@
 //! panics the test with the reason: these tests never pass without the server they test against.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ impl RedisServer {
         let log = tempfile::NamedTempFile::new().expect("a temp file for redis-server's log");
         let mut server = RedisServer {
             binary,
-            port: free_port(),
+            port: super::free_port(),
             password,
             child: None,
             log,
@@ -142,12 +142,7 @@ impl RedisServer {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-        let mut start = log.len().saturating_sub(4000);
-        while !log.is_char_boundary(start) {
-            start += 1;
-        }
-        log[start..].to_owned()
+        super::log_tail(self.log.path())
     }
 }
 
@@ -155,13 +150,6 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A port nothing listens on right now: bind port 0, read what the OS chose, let it go. Another
-/// process could take it first; then redis-server fails to bind and the test says so.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// Whether the port answers a PING the way Redis does: `+PONG`, or `-NOAUTH` when a password

@@ -37,7 +37,7 @@ use crate::ids::{CallId, Revision};
 pub use self::local_dir::LocalDirStore;
 pub use self::lock::WriterLock;
 pub use self::metadata::MetadataStore;
-pub use self::object::{ObjectMeta, ObjectStore};
+pub use self::object::{check_key, ObjectMeta, ObjectStore};
 pub use self::recordings::{RecordingMeta, RecordingSource};
 pub use self::vector::{VectorDoc, VectorIndex};
 

@@ -34,7 +34,7 @@ pub trait ObjectStore: std::fmt::Debug + Send + Sync + 'static {
 
 /// Rejects keys that could escape a store's root or that S3 and a filesystem would treat
 /// differently.
-pub(crate) fn check_key(backend: &'static str, key: &str) -> Result<(), StoreError> {
+pub fn check_key(backend: &'static str, key: &str) -> Result<(), StoreError> {
     let bad = key.is_empty()
         || key.starts_with('/')
         || key.ends_with('/')
