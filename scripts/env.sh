@@ -72,8 +72,9 @@ bench_calls() {
     echo "$data"
 }
 
-# The local servers the cloud backends' tests run against: moto (S3, SQS) in a venv under
-# ~/.cache/callpipe (sets and exports CALLPIPE_MOTO_SERVER), and redis-server from Debian.
+# The local servers the cloud backends' tests run against: moto (S3, SQS) and SecantusDB
+# (MongoDB wire protocol) in a venv under ~/.cache/callpipe (sets and exports
+# CALLPIPE_MOTO_SERVER and CALLPIPE_SECANTUSD), and redis-server from Debian.
 # The tests start them on free loopback ports and stop them afterwards.
 ensure_test_servers() {
     apt_install redis-server python3-venv
@@ -81,6 +82,9 @@ ensure_test_servers() {
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     [ -x "$venv/bin/moto_server" ] || "$venv/bin/pip" install -q 'moto[server]'
     export CALLPIPE_MOTO_SERVER="$venv/bin/moto_server"
+    # Only pre-releases are published, so a plain install finds nothing.
+    [ -x "$venv/bin/secantusd-py" ] || "$venv/bin/pip" install -q --pre SecantusDB
+    export CALLPIPE_SECANTUSD="$venv/bin/secantusd-py"
     # An S3 server that checks SigV4 signatures (moto does not), for one signing test. Built
     # once from crates.io (about 9 minutes on 2 cores), cached.
     local s3s="$HOME/.cache/callpipe/s3s-fs"

@@ -3,6 +3,10 @@
 //! notifications feed the ingest queue, and the stages run as `callpipe worker` processes; the
 //! index stage writes the embedded stores of one data directory.
 //!
+//! The tests named `cloud_stores_*` put the metadata in MongoDB (SecantusDB) and the vectors in
+//! OpenSearch (the strict Serverless emulator of `callpipe-testkit`), created by
+//! `callpipe setup`, and check them through the stores themselves as well as the CLI.
+//!
 //! Each test ends with every call indexed exactly once (one `indexed` log line per call across
 //! the index workers), the expected failures recorded with their reasons, and nothing left in
 //! the queues but what belongs in a dead-letter queue.
@@ -22,6 +26,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 
+use callpipe_testkit::aoss::{StrictAoss, StrictAossOptions};
+use support::mongo::MongoServer;
 use support::moto::Moto;
 use support::redis::RedisServer;
 
@@ -104,7 +110,17 @@ struct Cluster {
     sqs: aws_sdk_sqs::Client,
     /// stage → (queue url, dead-letter queue url)
     queues: HashMap<&'static str, (String, String)>,
+    /// MongoDB and OpenSearch instead of the data directory's stores.
+    cloud: Option<CloudStores>,
 }
+
+struct CloudStores {
+    mongo: MongoServer,
+    aoss: StrictAoss,
+}
+
+/// How long the emulator hides new documents from searches (Serverless: about 60 s).
+const VISIBILITY_DELAY: Duration = Duration::from_secs(2);
 
 impl Cluster {
     async fn new() -> Cluster {
@@ -165,20 +181,37 @@ impl Cluster {
             s3,
             sqs,
             queues,
+            cloud: None,
         }
     }
 
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+    /// A cluster whose stores are MongoDB and OpenSearch, set up by `callpipe setup`.
+    async fn with_cloud_stores() -> Cluster {
+        let mut cluster = Cluster::new().await;
+        let aoss = StrictAoss::start(StrictAossOptions {
+            visibility_delay: VISIBILITY_DELAY,
+            credentials: Some(("test".into(), "test".into())),
+            region: Some("us-east-1".into()),
+            port: 0,
+        })
+        .expect("starting the OpenSearch emulator");
+        cluster.cloud = Some(CloudStores {
+            mongo: MongoServer::start(),
+            aoss,
+        });
+        let out = cluster.cli(&["setup"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "callpipe setup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster
     }
 
-    fn worker(&self, stage: &str) -> Worker {
-        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
-        let log = self.dir.path().join(format!("worker-{stage}-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_callpipe"))
-            .env_remove("CALLPIPE_CONFIG")
-            .env("RUST_LOG", "info")
-            .env("CALLPIPE_LOG_FORMAT", "json")
+    /// `callpipe` with this cluster's backends in its environment.
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callpipe"));
+        cmd.env_remove("CALLPIPE_CONFIG")
             .env(
                 "AWS_ENDPOINT_URL",
                 format!("http://127.0.0.1:{}", self.proxy.port),
@@ -190,13 +223,49 @@ impl Cluster {
             .env("CALLPIPE_STORAGE__ARTIFACTS_BUCKET", "artifacts")
             .env("CALLPIPE_STORAGE__RECORDINGS_BUCKET", "recordings")
             .env("CALLPIPE_STORAGE__S3_FORCE_PATH_STYLE", "true")
+            .env("CALLPIPE_REDIS__URL", self.redis.url());
+        if let Some(cloud) = &self.cloud {
+            cmd.env("CALLPIPE_STORAGE__METADATA", "mongodb")
+                .env("CALLPIPE_MONGODB__URI", cloud.mongo.uri())
+                .env("CALLPIPE_MONGODB__DATABASE", "callpipe-test")
+                .env("CALLPIPE_STORAGE__VECTOR_INDEX", "opensearch")
+                .env("CALLPIPE_OPENSEARCH__ENDPOINT", cloud.aoss.endpoint());
+        }
+        // Global flags first: `args` may name a subcommand.
+        cmd.arg("--data-dir").arg(self.data_dir()).args(args);
+        cmd
+    }
+
+    fn search(&self, query: &str) -> Vec<Value> {
+        let out = self.cli(&["search", "--json", query]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "search {query:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn worker(&self, stage: &str) -> Worker {
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        let log = self.dir.path().join(format!("worker-{stage}-{n}.log"));
+        let child = self
+            .cli(&["--threads", "1", "worker", "--stage", stage])
+            .env("RUST_LOG", "info")
+            .env("CALLPIPE_LOG_FORMAT", "json")
             .env("CALLPIPE_QUEUE__INGEST_URL", &self.queues["ingest"].0)
             .env(
                 "CALLPIPE_QUEUE__TRANSCRIBE_URL",
                 &self.queues["transcribe"].0,
             )
             .env("CALLPIPE_QUEUE__INDEX_URL", &self.queues["index"].0)
-            .env("CALLPIPE_REDIS__URL", self.redis.url())
             .env(
                 "CALLPIPE_WORKER__VISIBILITY_TIMEOUT_S",
                 VISIBILITY_S.to_string(),
@@ -207,9 +276,6 @@ impl Cluster {
             .env("CALLPIPE_WORKER__RETRY_MAX_S", "2")
             .env("CALLPIPE_WORKER__DRAIN_TIMEOUT_S", "30")
             .env("CALLPIPE_TRANSCRIBE__REPLICAS", "1")
-            .args(["--threads", "1", "--data-dir"])
-            .arg(self.data_dir())
-            .args(["worker", "--stage", stage])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -243,16 +309,10 @@ impl Cluster {
 
     /// Every call of the data directory, once the index worker has created it.
     fn calls(&self) -> Vec<Value> {
-        if !self.data_dir().join("metadata.db").exists() {
+        if self.cloud.is_none() && !self.data_dir().join("metadata.db").exists() {
             return Vec::new();
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_callpipe"))
-            .env_remove("CALLPIPE_CONFIG")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(["calls", "list", "--json"])
-            .output()
-            .unwrap();
+        let out = self.cli(&["calls", "list", "--json"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -728,4 +788,229 @@ async fn run_reads_an_s3_prefix_and_resumes() {
         summary["calls_skipped"], 2,
         "a rerun skips what is indexed: {summary}"
     );
+}
+
+/// The OpenSearch index the cluster's workers write, read directly.
+async fn vector_index(cluster: &Cluster) -> callpipe_cloud::opensearch::OpenSearchIndex {
+    let cloud = cluster.cloud.as_ref().expect("cloud stores");
+    let aws = callpipe_cloud::aws::config_loader(Some("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await;
+    callpipe_cloud::opensearch::OpenSearchIndex::new(
+        &callpipe_cloud::opensearch::OpenSearchSettings {
+            endpoint: cloud.aoss.endpoint(),
+            index: "callpipe-segments".into(),
+            region: None,
+        },
+        384,
+        "all-MiniLM-L6-v2",
+        &aws,
+    )
+    .expect("the vector index")
+}
+
+/// The (revision, count) of the documents OpenSearch shows for a call, once they are
+/// visible.
+async fn vector_revisions(
+    index: &callpipe_cloud::opensearch::OpenSearchIndex,
+    call_id: &str,
+) -> HashMap<String, usize> {
+    use callpipe_common::store::{SearchFilter, VectorIndex as _};
+    let filter = SearchFilter {
+        call_id: Some(callpipe_common::CallId::from_stored(call_id)),
+        ..Default::default()
+    };
+    let mut query = vec![0.0f32; 384];
+    query[0] = 1.0;
+    let mut out = HashMap::new();
+    for hit in index.knn(&query, 1000, &filter).await.expect("knn") {
+        *out.entry(hit.key.revision.to_string()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Waits until OpenSearch shows exactly `want` (revision → documents) for the call.
+async fn vectors_become(
+    index: &callpipe_cloud::opensearch::OpenSearchIndex,
+    call_id: &str,
+    want: &HashMap<String, usize>,
+) {
+    let until = Instant::now() + VISIBILITY_DELAY * 10;
+    loop {
+        let got = vector_revisions(index, call_id).await;
+        if &got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "call {call_id}: OpenSearch shows {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn indexed_call<'a>(calls: &'a [Value], source_end: &str) -> &'a Value {
+    calls
+        .iter()
+        .find(|c| {
+            c["source"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(source_end)
+        })
+        .unwrap_or_else(|| panic!("no call from {source_end}: {calls:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_stores_hold_each_call_once_and_reprocessing_leaves_only_the_new_revision() {
+    let cluster = Cluster::with_cloud_stores().await;
+    let ingest = cluster.worker("ingest");
+    let transcribe = cluster.worker("transcribe");
+    let index = cluster.worker("index");
+    for (key, name) in [
+        ("2026/03/billing.wav", "billing"),
+        ("2026/04/internet outage+1.wav", "internet"),
+        ("2026/05/parcel.wav", "parcel"),
+    ] {
+        cluster.upload(key, sample(name)).await;
+    }
+    let workers = [&ingest, &transcribe, &index];
+    let calls = cluster.settled(3, Duration::from_secs(300), &workers).await;
+    assert!(calls.iter().all(|c| c["status"] == "indexed"), "{calls:#?}");
+    assert_exactly_once(&calls, &[&index]);
+    cluster.drained(Duration::from_secs(60)).await;
+
+    // OpenSearch holds each call's segments once, of its indexed revision.
+    let vectors = vector_index(&cluster).await;
+    for call in &calls {
+        let id = call["call_id"].as_str().unwrap();
+        let want = HashMap::from([(
+            call["indexed_revision"].as_str().unwrap().to_owned(),
+            call["segments"].as_u64().unwrap() as usize,
+        )]);
+        vectors_become(&vectors, id, &want).await;
+    }
+
+    // Search answers from both halves once the documents are visible: a paraphrase (no word
+    // in common) and a rare word.
+    tokio::time::sleep(VISIBILITY_DELAY).await;
+    let hits = cluster.search("my home wifi keeps disconnecting at night");
+    assert!(
+        hits.first()
+            .is_some_and(|h| h["call"]["source"].as_str().unwrap().contains("internet")),
+        "paraphrase: {hits:#?}"
+    );
+    let hits = cluster.search("pharmacy");
+    assert!(
+        hits.first()
+            .is_some_and(|h| h["call"]["source"].as_str().unwrap().contains("billing")),
+        "rare word: {hits:#?}"
+    );
+
+    // A new upload of the billing key is a new revision: once it is indexed and the sweep has
+    // run, OpenSearch holds only its documents.
+    let billing = indexed_call(&calls, "billing.wav").clone();
+    let id = billing["call_id"].as_str().unwrap().to_owned();
+    let old_revision = billing["indexed_revision"].as_str().unwrap().to_owned();
+    cluster
+        .upload("2026/03/billing.wav", sample("subscription"))
+        .await;
+    let until = Instant::now() + Duration::from_secs(300);
+    let renewed = loop {
+        let calls = cluster.calls();
+        let c = indexed_call(&calls, "billing.wav").clone();
+        if c["status"] == "indexed" && c["indexed_revision"] != old_revision.as_str() {
+            break c;
+        }
+        assert!(
+            Instant::now() < until,
+            "the new revision was not indexed: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let new_revision = renewed["indexed_revision"].as_str().unwrap().to_owned();
+    let gc = cluster
+        .cli(&["gc", "--grace-s", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    let want = HashMap::from([(
+        new_revision.clone(),
+        renewed["segments"].as_u64().unwrap() as usize,
+    )]);
+    vectors_become(&vectors, &id, &want).await;
+
+    // `--force` reprocesses the same revision: a new batch replaces the old one, no
+    // duplicates.
+    let run = cluster
+        .cli(&[
+            "run",
+            "--json",
+            "--force",
+            "s3://recordings/2026/03/billing.wav",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let gc = cluster.cli(&["gc", "--grace-s", "0"]).output().unwrap();
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    vectors_become(&vectors, &id, &want).await;
+    let calls = cluster.calls();
+    assert_eq!(calls.len(), 3, "still three calls: {calls:#?}");
+    let shown = cluster
+        .cli(&["calls", "show", "--json", &id])
+        .output()
+        .unwrap();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_going_down_for_a_while_fails_no_call() {
+    let mut cluster = Cluster::with_cloud_stores().await;
+    let ingest = cluster.worker("ingest");
+    let transcribe = cluster.worker("transcribe");
+    let index = cluster.worker("index");
+    for (key, name) in [("d/billing.wav", "billing"), ("d/parcel.wav", "parcel")] {
+        cluster.upload(key, sample(name)).await;
+    }
+    transcribe
+        .wait_for("started", Duration::from_secs(120))
+        .await;
+    // OpenSearch refuses every request for a while (a throttled or unreachable collection).
+    // (MongoDB going away and coming back is `cloud/tests/mongo.rs`'s restart test.)
+    let cloud = cluster.cloud.as_mut().unwrap();
+    cloud.aoss.pause();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cloud.aoss.resume();
+
+    let workers = [&ingest, &transcribe, &index];
+    let calls = cluster.settled(2, Duration::from_secs(300), &workers).await;
+    cluster.drained(Duration::from_secs(60)).await;
+    assert!(
+        calls.iter().all(|c| c["status"] == "indexed"),
+        "an outage of the stores fails no call: {calls:#?}"
+    );
+    assert_exactly_once(&calls, &[&index]);
+    for stage in ["ingest", "transcribe", "index"] {
+        assert!(cluster.dead_letters(stage).await.is_empty(), "{stage} DLQ");
+    }
 }

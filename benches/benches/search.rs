@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use callpipe_common::ids::{CallId, Revision};
 use callpipe_common::store::{
-    CallRecord, CallStatus, MetadataStore, SearchFilter, SegmentDoc, SegmentKey, VectorDoc,
-    VectorIndex,
+    CallRecord, CallStatus, Guard, KeywordIndex, MetadataStore, SearchFilter, SegmentDoc,
+    SegmentKey, VectorDoc, VectorIndex, VectorSet,
 };
 use callpipe_common::Role;
 use callpipe_index::embed::{Embedder, MiniLm};
@@ -256,11 +256,17 @@ async fn main() {
                     source: source.clone(),
                     recorded_at_ms: call.recorded_at_ms,
                     call_duration_s: call.duration_s,
+                    text: String::new(),
                     vector: rng.unit_vector(embedder.dim()),
                 });
             }
-            vectors.replace_call(&call.call_id, &vecs).await.unwrap();
-            metadata.commit_call(&call, &docs).await.unwrap();
+            let batch = format!("bench-{}", call.call_id);
+            let ids = vectors.insert(&batch, &vecs).await.unwrap();
+            let set = VectorSet { batch, ids };
+            metadata
+                .commit_call(&call, &docs, &set, &Guard::none())
+                .await
+                .unwrap();
         }
     }
     println!(
@@ -270,7 +276,8 @@ async fn main() {
 
     // Open as `callpipe search` does: this loads every vector into memory.
     let started = Instant::now();
-    let metadata: Arc<dyn MetadataStore> = Arc::new(SqliteMetadata::open(&meta_path).unwrap());
+    let sqlite = Arc::new(SqliteMetadata::open(&meta_path).unwrap());
+    let metadata: Arc<dyn MetadataStore> = sqlite.clone();
     let vectors: Arc<dyn VectorIndex> =
         Arc::new(DiskVectorIndex::open(&vec_path, embedder.dim(), embedder.model()).unwrap());
     println!(
@@ -282,6 +289,7 @@ async fn main() {
         embedder.clone(),
         metadata.clone(),
         vectors.clone(),
+        sqlite.clone(),
         SearchSettings::default(),
     );
 
@@ -312,10 +320,7 @@ async fn main() {
         embed.push(t.elapsed());
 
         let t = Instant::now();
-        metadata
-            .keyword_search(text, &filters[0], 50)
-            .await
-            .unwrap();
+        sqlite.keyword_search(text, &filters[0], 50).await.unwrap();
         keyword.push(t.elapsed());
 
         let t = Instant::now();

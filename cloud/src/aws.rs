@@ -113,6 +113,13 @@ pub fn sqs_client(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(config)
 }
 
+/// An OpenSearch Serverless control-plane client (collections and their policies), for
+/// `callpipe setup --provision`. Retries and timeouts come from `config` like every other
+/// client's; `AWS_ENDPOINT_URL_OPENSEARCHSERVERLESS` overrides the endpoint for it alone.
+pub fn opensearchserverless_client(config: &SdkConfig) -> aws_sdk_opensearchserverless::Client {
+    aws_sdk_opensearchserverless::Client::new(config)
+}
+
 /// The attempt timeout for uploading `bytes` in one request: [`ATTEMPT_TIMEOUT`] plus one
 /// second per MiB, i.e. it assumes at least 1 MiB/s to S3, which any worker that can do its
 /// job has. A fixed 30 s would fail a large artifact on a slow link on every retry.

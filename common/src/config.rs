@@ -962,6 +962,17 @@ impl Config {
                 "or mongodb.uri must be set when storage.metadata = \"mongodb\"",
             );
         }
+        if storage.metadata == MetadataKind::Mongodb
+            && storage.vector_index != VectorIndexKind::Opensearch
+        {
+            // Keyword search runs where the segment text is indexed for it: FTS5 beside the
+            // SQLite metadata, BM25 in OpenSearch. MongoDB offers neither here.
+            p.add(
+                "storage.vector_index",
+                "must be \"opensearch\" when storage.metadata = \"mongodb\" (OpenSearch serves \
+                 keyword search in the cloud configuration)",
+            );
+        }
         if storage.vector_index == VectorIndexKind::Opensearch
             && self.opensearch.endpoint.is_empty()
         {

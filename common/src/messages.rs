@@ -63,6 +63,10 @@ pub struct SourceRef {
     /// takes it from the name, then from the object's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded_at_ms: Option<i64>,
+    /// When this revision of the object was created (the upload event's time, or the
+    /// listing's LastModified), which orders revisions of one call (`store::Guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_ms: Option<i64>,
 }
 
 /// The call-level facts ingest finds, carried to the index stage, which records them.
@@ -75,6 +79,10 @@ pub struct CallFacts {
     pub speech_s: f64,
     pub channels: Vec<Role>,
     pub stage_times: StageTimes,
+    /// When the revision was created (`SourceRef::modified_ms`, else the object's
+    /// LastModified), if known: what orders revisions at the index stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_ms: Option<i64>,
 }
 
 /// Work for the ingest stage: read, decode and plan one recording.
@@ -216,6 +224,7 @@ mod tests {
                 etag: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
                 size: Some(1024),
                 recorded_at_ms: None,
+                modified_ms: Some(1_700_000_000_000),
             },
             Lane::Upload,
             false,
@@ -244,6 +253,7 @@ mod tests {
             speech_s: 0.5,
             channels: vec![Role::Agent, Role::Customer],
             stage_times: StageTimes::default(),
+            modified_ms: None,
         };
         let job = IndexJob {
             v: VERSION,

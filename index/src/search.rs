@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use callpipe_common::ids::CallId;
 use callpipe_common::store::{
-    CallRecord, MetadataStore, SearchFilter, SegmentDoc, SegmentKey, StoreError, VectorIndex,
+    CallRecord, KeywordIndex, MetadataStore, SearchFilter, SegmentDoc, SegmentKey, StoreError,
+    VectorIndex,
 };
 use serde::Serialize;
 
@@ -83,6 +84,8 @@ pub struct HybridSearch {
     embedder: Arc<dyn Embedder>,
     metadata: Arc<dyn MetadataStore>,
     vectors: Arc<dyn VectorIndex>,
+    /// SQLite FTS5 on the embedded backends, OpenSearch's BM25 in the cloud.
+    keyword: Arc<dyn KeywordIndex>,
     settings: SearchSettings,
 }
 
@@ -117,12 +120,14 @@ impl HybridSearch {
         embedder: Arc<dyn Embedder>,
         metadata: Arc<dyn MetadataStore>,
         vectors: Arc<dyn VectorIndex>,
+        keyword: Arc<dyn KeywordIndex>,
         settings: SearchSettings,
     ) -> Self {
         HybridSearch {
             embedder,
             metadata,
             vectors,
+            keyword,
             settings,
         }
     }
@@ -146,7 +151,7 @@ impl HybridSearch {
         let vector = embedding.into_iter().next().unwrap_or_default();
 
         let (keyword, semantic) = tokio::try_join!(
-            self.metadata.keyword_search(query, filter, candidates),
+            self.keyword.keyword_search(query, filter, candidates),
             self.vectors.knn(&vector, candidates, filter),
         )?;
         let keyword: Vec<SegmentKey> = keyword.into_iter().map(|h| h.key).collect();

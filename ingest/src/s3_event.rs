@@ -63,8 +63,9 @@ impl S3Object {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 
-    /// The object as an ingest job names it. The event time is left out on purpose: it is when
-    /// the file was uploaded, and ingest prefers the call time in the name or the object.
+    /// The object as an ingest job names it. The event time is the upload's, so it orders
+    /// revisions (`modified_ms`) but is not the call's time: ingest prefers the call time in
+    /// the name or the object.
     pub fn source_ref(&self) -> SourceRef {
         SourceRef {
             uri: self.uri(),
@@ -72,6 +73,7 @@ impl S3Object {
             etag: self.etag.clone(),
             size: self.size,
             recorded_at_ms: None,
+            modified_ms: self.event_time_ms,
         }
     }
 }

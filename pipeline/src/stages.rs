@@ -24,7 +24,7 @@ use callpipe_common::messages::{
     CallFacts, IndexJob, IndexWork, IngestJob, SourceRef, Stage, TranscribeJob, VERSION,
 };
 use callpipe_common::store::{
-    now_ms, CallError, CallRecord, CallStatus, MetadataStore, ObjectStore, RecordingSource,
+    now_ms, CallError, CallRecord, CallStatus, Guard, MetadataStore, ObjectStore, RecordingSource,
     StageTimes,
 };
 use callpipe_common::{CallId, CpuPool, ErrorKind, Lane, Revision, Role, SpeechSegment};
@@ -36,10 +36,17 @@ use callpipe_transcribe::{ChannelSpeech, Transcriber};
 use crate::error::{Classified as _, JobError};
 use crate::plan;
 
-/// Checks, before an effect lands, that this worker still holds the job's lease.
+/// Checks, before an effect lands, that this worker still holds the job's lease, and hands
+/// the lease's fencing token to the stores' conditional writes (which catch what a check
+/// cannot: a lease lost between the check and the write).
 #[async_trait]
 pub trait Fence: Send + Sync {
     async fn check(&self) -> Result<(), JobError>;
+
+    /// The fencing token of the lease, if the job holds one.
+    fn token(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// No other worker can exist (tests, single-shot tools).
@@ -136,6 +143,9 @@ struct Read {
     bytes: Vec<u8>,
     revision: Revision,
     recorded_at_ms: i64,
+    /// When this revision was created, if known (`SourceRef::modified_ms`, else the object's
+    /// LastModified).
+    modified_ms: Option<i64>,
 }
 
 impl Stages {
@@ -178,6 +188,11 @@ impl Stages {
         };
         let revision = read.revision.clone();
         let mut facts = facts_of(&job.source, read.recorded_at_ms);
+        facts.modified_ms = read.modified_ms;
+        let guard = Guard {
+            token: fence.token(),
+            modified_ms: read.modified_ms,
+        };
         let fail = |error: JobError, facts: &CallFacts| {
             failure(
                 error,
@@ -204,9 +219,12 @@ impl Stages {
                     ..existing.clone()
                 };
                 if let Some(m) = &self.metadata {
-                    m.put_call(&restored)
-                        .await
-                        .map_err(|e| e.job(format!("{uri}: restoring its record")))?;
+                    match m.put_call(&restored, &guard).await {
+                        Err(e) if e.is_newer_revision() => return Ok(obsolete(uri.clone(), &e)),
+                        other => {
+                            other.map_err(|e| e.job(format!("{uri}: restoring its record")))?
+                        }
+                    }
                 }
             }
             return Ok(Done {
@@ -226,9 +244,13 @@ impl Stages {
                 uri.clone(),
                 read.recorded_at_ms,
             );
-            m.put_call(&CallRecord::attempt(existing.as_ref(), &started))
+            match m
+                .put_call(&CallRecord::attempt(existing.as_ref(), &started), &guard)
                 .await
-                .map_err(|e| e.job(format!("{uri}: recording the call")))?;
+            {
+                Err(e) if e.is_newer_revision() => return Ok(obsolete(uri.clone(), &e)),
+                other => other.map_err(|e| e.job(format!("{uri}: recording the call")))?,
+            }
         }
 
         let opts = Arc::clone(&self.front_end);
@@ -319,6 +341,7 @@ impl Stages {
                 bytes,
                 revision,
                 recorded_at_ms: recorded.unwrap_or_else(now_ms),
+                modified_ms: source.modified_ms,
             });
         }
         let Some((bucket, key)) = parse_s3(&source.uri) else {
@@ -401,6 +424,9 @@ impl Stages {
             bytes,
             revision,
             recorded_at_ms,
+            modified_ms: source
+                .modified_ms
+                .or_else(|| meta.as_ref().and_then(|m| m.last_modified_ms)),
         })
     }
 
@@ -494,6 +520,10 @@ impl Stages {
             JobError::new(ErrorKind::Environment, "this worker has no metadata store")
         })?;
         let source = job.facts.source.clone();
+        let guard = Guard {
+            token: fence.token(),
+            modified_ms: job.facts.modified_ms,
+        };
         let existing = metadata
             .get_call(&job.call_id)
             .await
@@ -524,10 +554,15 @@ impl Stages {
                     reason: reason.clone(),
                 });
                 fence.check().await?;
-                metadata
-                    .put_call(&CallRecord::attempt(existing.as_ref(), &call))
+                match metadata
+                    .put_call(&CallRecord::attempt(existing.as_ref(), &call), &guard)
                     .await
-                    .map_err(|e| e.job(format!("{source}: recording its failure")))?;
+                {
+                    Err(e) if e.is_newer_revision() => return Ok(obsolete(source, &e)),
+                    other => {
+                        other.map_err(|e| e.job(format!("{source}: recording its failure")))?
+                    }
+                }
                 Ok(Done {
                     next: None,
                     outcome: Some(CallOutcome::Failed {
@@ -576,8 +611,12 @@ impl Stages {
                         )))
                     })?;
                 fence.check().await?;
-                let times = match indexer.index_stored(&mut call, &transcript).await {
+                let times = match indexer.index_stored(&mut call, &transcript, &guard).await {
                     Ok(times) => times,
+                    Err(e) if e.is_newer_revision() => {
+                        self.remove_plan(plan_key.as_deref()).await;
+                        return Ok(obsolete(source, &e));
+                    }
                     Err(e) => return Err(fail(e.job(&source))),
                 };
                 call.stage_times.index_s = t0.elapsed().as_secs_f64();
@@ -609,6 +648,13 @@ impl Stages {
     }
 }
 
+/// A newer revision of the call was recorded first: this revision's work is dropped, not
+/// failed (the newer revision is the call now).
+fn obsolete(source: String, why: &dyn std::fmt::Display) -> Done {
+    tracing::info!(source, reason = %why, "skipped: a newer revision of the call is recorded");
+    skipped(source)
+}
+
 fn skipped(source: String) -> Done {
     Done {
         next: None,
@@ -625,6 +671,7 @@ fn facts_of(source: &SourceRef, recorded_at_ms: i64) -> CallFacts {
         speech_s: 0.0,
         channels: Vec::new(),
         stage_times: StageTimes::default(),
+        modified_ms: source.modified_ms,
     }
 }
 
@@ -743,6 +790,7 @@ mod tests {
             etag: Some("\"d41d8cd98f00b204e9800998ecf8427e\"".into()),
             size: None,
             recorded_at_ms: None,
+            modified_ms: None,
         };
         assert_eq!(
             s3_revision(&source).unwrap().as_str(),

@@ -264,13 +264,7 @@ impl StageRunner {
                     Ok(n.created
                         .into_iter()
                         .map(|o| {
-                            let source = callpipe_common::messages::SourceRef {
-                                uri: o.uri(),
-                                version: o.version,
-                                etag: o.etag,
-                                size: o.size,
-                                recorded_at_ms: None,
-                            };
+                            let source = o.source_ref();
                             Job::Ingest(IngestJob::new(source, Lane::Upload, false))
                         })
                         .collect())
@@ -555,6 +549,10 @@ struct LeaseFence {
 
 #[async_trait::async_trait]
 impl Fence for LeaseFence {
+    fn token(&self) -> Option<u64> {
+        Some(self.lease.token)
+    }
+
     async fn check(&self) -> Result<(), JobError> {
         match self.coord.holds(&self.lease).await {
             Ok(true) => Ok(()),

@@ -54,7 +54,7 @@ fn parse_status(s: &str) -> Result<CallStatus, String> {
 }
 
 pub async fn run(ctx: &Context, args: CallsArgs) -> anyhow::Result<ExitCode> {
-    let metadata = ctx.open_existing_metadata()?;
+    let metadata = ctx.open_existing_metadata().await?;
     match args.command {
         CallsCommand::List {
             status,
@@ -167,6 +167,11 @@ async fn find_call(metadata: &dyn MetadataStore, id: &str) -> anyhow::Result<Opt
     if let Some(call) = metadata.get_call(&CallId::from_stored(id)).await? {
         return Ok(Some(call));
     }
+    if id.contains("://") {
+        if let Some(call) = metadata.get_call(&CallId::from_source(id)).await? {
+            return Ok(Some(call));
+        }
+    }
     if let Ok(path) = Path::new(id).canonicalize() {
         let uri = format!("file://{}", path.display());
         if let Some(call) = metadata.get_call(&CallId::from_source(&uri)).await? {
@@ -174,17 +179,12 @@ async fn find_call(metadata: &dyn MetadataStore, id: &str) -> anyhow::Result<Opt
         }
     }
     if id.len() >= 4 {
-        let all = metadata
-            .list_calls(None, &Default::default(), usize::MAX >> 1)
-            .await?;
-        let matches: Vec<CallRecord> = all
-            .into_iter()
-            .filter(|c| c.call_id.as_str().starts_with(id))
-            .collect();
+        // Two are enough to tell a unique prefix from an ambiguous one.
+        let matches = metadata.calls_by_id_prefix(id, 2).await?;
         match matches.len() {
             0 => {}
             1 => return Ok(matches.into_iter().next()),
-            n => anyhow::bail!("`{id}` matches {n} calls; give more of the id"),
+            _ => anyhow::bail!("`{id}` matches several calls; give more of the id"),
         }
     }
     Ok(None)

@@ -1,13 +1,15 @@
-//! Opening what `run`, `search` and `calls` share: the backends named by `[storage]` under the
-//! data directory, and the embedding model.
+//! Opening what `run`, the workers, `search` and `calls` share: the backends named by
+//! `[storage]` (under the data directory, or MongoDB and OpenSearch), and the embedding model.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use callpipe_cloud::mongo::{MongoMetadata, MongoSettings};
+use callpipe_cloud::opensearch::{OpenSearchIndex, OpenSearchSettings};
 use callpipe_common::config::{MetadataKind, VectorIndexKind};
-use callpipe_common::store::{MetadataStore, ObjectStore, VectorIndex, WriterLock};
+use callpipe_common::store::{KeywordIndex, MetadataStore, ObjectStore, VectorIndex, WriterLock};
 use callpipe_index::embed::{Embedder, MiniLm};
 use callpipe_index::search::SearchSettings;
 use callpipe_index::store::{DiskVectorIndex, SqliteMetadata};
@@ -17,26 +19,95 @@ use callpipe_transcribe::model::ModelStore;
 
 use super::Context;
 
+/// The stores search and the index stage read and write, as `[storage]` names them.
+pub struct Stores {
+    pub metadata: Arc<dyn MetadataStore>,
+    pub vectors: Arc<dyn VectorIndex>,
+    /// SQLite FTS5 beside the embedded metadata, OpenSearch's BM25 beside its vectors.
+    pub keyword: Arc<dyn KeywordIndex>,
+}
+
 impl Context {
     /// `--data-dir`, else `[storage] data_dir`.
     pub fn data_dir(&self) -> &Path {
         &self.config.storage.data_dir
     }
 
-    pub fn open_metadata(&self) -> anyhow::Result<Arc<dyn MetadataStore>> {
-        match self.config.storage.metadata {
-            MetadataKind::Sqlite => {
-                let path = self.data_dir().join("metadata.db");
-                Ok(Arc::new(SqliteMetadata::open(&path)?))
-            }
-            MetadataKind::Mongodb => {
-                Err(not_yet("metadata = \"mongodb\"", "metadata = \"sqlite\""))
-            }
-        }
+    /// Whether any store lives in the data directory (and so needs its writer lock).
+    fn uses_data_dir(&self) -> bool {
+        self.config.storage.metadata == MetadataKind::Sqlite
+            || self.config.storage.vector_index == VectorIndexKind::Embedded
     }
 
-    /// The metadata store of an existing data directory, for commands that only read.
-    pub fn open_existing_metadata(&self) -> anyhow::Result<Arc<dyn MetadataStore>> {
+    async fn open_sqlite(&self) -> anyhow::Result<Arc<SqliteMetadata>> {
+        let path = self.data_dir().join("metadata.db");
+        Ok(Arc::new(SqliteMetadata::open(&path)?))
+    }
+
+    pub async fn mongo(&self) -> anyhow::Result<Arc<MongoMetadata>> {
+        let m = &self.config.mongodb;
+        let settings = MongoSettings {
+            uri: m.uri.clone(),
+            secret_arn: m.secret_arn.clone(),
+            database: m.database.clone(),
+        };
+        let aws = if m.secret_arn.is_empty() {
+            None
+        } else {
+            Some(self.aws().await)
+        };
+        let store = MongoMetadata::connect(settings, aws)
+            .await
+            .context("connecting to MongoDB ([mongodb])")?;
+        Ok(Arc::new(store))
+    }
+
+    async fn open_opensearch(
+        &self,
+        embedder: &dyn Embedder,
+    ) -> anyhow::Result<Arc<OpenSearchIndex>> {
+        self.opensearch_at(&self.config.opensearch.endpoint, embedder)
+            .await
+    }
+
+    /// The OpenSearch index at `endpoint` (`callpipe setup --provision` knows it before the
+    /// config does).
+    pub async fn opensearch_at(
+        &self,
+        endpoint: &str,
+        embedder: &dyn Embedder,
+    ) -> anyhow::Result<Arc<OpenSearchIndex>> {
+        let o = &self.config.opensearch;
+        let aws = self.aws().await;
+        let settings = OpenSearchSettings {
+            endpoint: endpoint.to_owned(),
+            index: o.index.clone(),
+            region: None,
+        };
+        let index = OpenSearchIndex::new(&settings, embedder.dim(), embedder.model(), aws)
+            .context("opening the OpenSearch vector index ([opensearch])")?;
+        Ok(Arc::new(index))
+    }
+
+    /// The metadata store alone (`calls`), checked for use.
+    pub async fn open_metadata(&self) -> anyhow::Result<Arc<dyn MetadataStore>> {
+        let metadata: Arc<dyn MetadataStore> = match self.config.storage.metadata {
+            MetadataKind::Sqlite => self.open_sqlite().await?,
+            MetadataKind::Mongodb => self.mongo().await?,
+        };
+        metadata.check_ready().await?;
+        Ok(metadata)
+    }
+
+    /// The metadata store of an existing data directory (or the cloud store), for commands
+    /// that only read.
+    pub async fn open_existing_metadata(&self) -> anyhow::Result<Arc<dyn MetadataStore>> {
+        self.require_indexed()?;
+        self.open_metadata().await
+    }
+
+    /// Fails, saying what to do, when the embedded metadata store was never written.
+    pub fn require_indexed(&self) -> anyhow::Result<()> {
         if self.config.storage.metadata == MetadataKind::Sqlite
             && !self.data_dir().join("metadata.db").is_file()
         {
@@ -45,47 +116,89 @@ impl Context {
                 self.data_dir().display()
             );
         }
-        self.open_metadata()
+        Ok(())
     }
 
-    pub fn open_vectors(&self, embedder: &dyn Embedder) -> anyhow::Result<Arc<dyn VectorIndex>> {
-        match self.config.storage.vector_index {
+    /// Every store, checked for use (a cloud index or collection that `callpipe setup` has not
+    /// created is named here, at start-up). `writing` opens the embedded vector index the way
+    /// its writer must: a damaged file is moved aside (the path is returned) for a rebuild.
+    pub async fn open_stores(
+        &self,
+        embedder: &dyn Embedder,
+        writing: bool,
+    ) -> anyhow::Result<(Stores, Option<PathBuf>)> {
+        let sqlite = match self.config.storage.metadata {
+            MetadataKind::Sqlite => Some(self.open_sqlite().await?),
+            MetadataKind::Mongodb => None,
+        };
+        let metadata: Arc<dyn MetadataStore> = match &sqlite {
+            Some(s) => s.clone(),
+            None => self.mongo().await?,
+        };
+        metadata.check_ready().await?;
+        let mut moved = None;
+        let (vectors, keyword): (Arc<dyn VectorIndex>, Option<Arc<dyn KeywordIndex>>) = match self
+            .config
+            .storage
+            .vector_index
+        {
             VectorIndexKind::Embedded => {
                 let path = self.data_dir().join("vectors.db");
-                let index = DiskVectorIndex::open(&path, embedder.dim(), embedder.model())
-                    .context("opening the vector index (`callpipe run` rebuilds a damaged one)")?;
-                Ok(Arc::new(index))
-            }
-            VectorIndexKind::Opensearch => Err(not_yet(
-                "vector_index = \"opensearch\"",
-                "vector_index = \"embedded\"",
-            )),
-        }
-    }
-
-    /// What `run` opens to write: the data directory's writer lock first (a second writer
-    /// fails at once with a clear message; readers need no lock), then the backends, with the
-    /// temporary files of interrupted writes cleared, and a vector index that was lost or is
-    /// unreadable rebuilt from the metadata store's segment text.
-    pub async fn open_writer(&self) -> anyhow::Result<Writer> {
-        let lock = WriterLock::acquire(self.data_dir())?;
-        let metadata = self.open_metadata()?;
-        let objects = self.artifacts().await?;
-        let embedder = self.load_embedder()?;
-        let (vectors, moved): (Arc<dyn VectorIndex>, _) = match self.config.storage.vector_index {
-            VectorIndexKind::Embedded => {
-                let path = self.data_dir().join("vectors.db");
-                let (index, moved) =
-                    DiskVectorIndex::open_or_reset(&path, embedder.dim(), embedder.model())?;
-                (Arc::new(index), moved)
+                let index = if writing {
+                    let (index, aside) =
+                        DiskVectorIndex::open_or_reset(&path, embedder.dim(), embedder.model())?;
+                    moved = aside;
+                    index
+                } else {
+                    DiskVectorIndex::open(&path, embedder.dim(), embedder.model()).context(
+                        "opening the vector index (`callpipe run` rebuilds a damaged one)",
+                    )?
+                };
+                (Arc::new(index), None)
             }
             VectorIndexKind::Opensearch => {
-                return Err(not_yet(
-                    "vector_index = \"opensearch\"",
-                    "vector_index = \"embedded\"",
-                ))
+                let index = self.open_opensearch(embedder).await?;
+                index.check_ready().await?;
+                (index.clone(), Some(index))
             }
         };
+        // Keyword search runs where the segment text is indexed for it: FTS5 in SQLite, else
+        // BM25 in OpenSearch (`Config::validate` refuses MongoDB without OpenSearch).
+        let keyword: Arc<dyn KeywordIndex> = match (sqlite, keyword) {
+            (Some(s), _) => s,
+            (None, Some(k)) => k,
+            (None, None) => anyhow::bail!(
+                "[storage] metadata = \"mongodb\" needs vector_index = \"opensearch\", which \
+                 serves keyword search"
+            ),
+        };
+        Ok((
+            Stores {
+                metadata,
+                vectors,
+                keyword,
+            },
+            moved,
+        ))
+    }
+
+    /// What `run` and the index stage open to write: the data directory's writer lock first
+    /// when a store lives there (a second writer fails at once with a clear message; readers
+    /// need no lock, and cloud stores take conditional writes from any number of workers),
+    /// then the backends, with a vector index that was lost or is unreadable rebuilt from the
+    /// metadata store's segment text.
+    pub async fn open_writer(&self) -> anyhow::Result<Writer> {
+        let lock = if self.uses_data_dir() {
+            Some(WriterLock::acquire(self.data_dir())?)
+        } else {
+            None
+        };
+        let objects = self.artifacts().await?;
+        let embedder = self.load_embedder()?;
+        let (stores, moved) = self.open_stores(embedder.as_ref(), true).await?;
+        let Stores {
+            metadata, vectors, ..
+        } = stores;
         let indexer = Indexer::new(
             embedder,
             metadata.clone(),
@@ -93,19 +206,21 @@ impl Context {
             objects.clone(),
             self.unit_rules(),
         );
-        let lost = vectors.count(None).await? == 0 && metadata.count_segments(None).await? > 0;
-        if let Some(moved) = &moved {
-            eprintln!(
-                "warning: the vector index was unreadable and was moved to {}; rebuilding it",
-                moved.display()
-            );
-        }
-        if moved.is_some() || lost {
-            let written = indexer
-                .rebuild_vectors()
-                .await
-                .context("rebuilding the vector index from the metadata store")?;
-            eprintln!("rebuilt the vector index: {written} vectors");
+        if self.config.storage.vector_index == VectorIndexKind::Embedded {
+            let lost = vectors.count(None).await? == 0 && metadata.count_segments(None).await? > 0;
+            if let Some(moved) = &moved {
+                eprintln!(
+                    "warning: the vector index was unreadable and was moved to {}; rebuilding it",
+                    moved.display()
+                );
+            }
+            if moved.is_some() || lost {
+                let written = indexer
+                    .rebuild_vectors()
+                    .await
+                    .context("rebuilding the vector index from the metadata store")?;
+                eprintln!("rebuilt the vector index: {written} vectors");
+            }
         }
         Ok(Writer {
             _lock: lock,
@@ -143,19 +258,9 @@ impl Context {
     }
 }
 
-/// A backend the config accepts and this build cannot open yet. The config keys are the
-/// contract with the infrastructure, so they are accepted ahead of the implementation, and
-/// the process that would use one stops with this message instead of writing elsewhere.
-fn not_yet(setting: &str, instead: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "[storage] {setting} is accepted by the configuration but not implemented in this \
-         build; the metadata and vectors stay on the embedded stores ([storage] {instead})"
-    )
-}
-
 /// The backends of a data directory opened for writing, with its lock held until dropped.
 pub struct Writer {
-    _lock: WriterLock,
+    _lock: Option<WriterLock>,
     pub metadata: Arc<dyn MetadataStore>,
     pub indexer: Indexer,
     /// Plans and transcripts: `<data dir>/objects` or the artifacts bucket.

@@ -5,10 +5,12 @@ mod calls;
 mod config;
 mod data;
 mod eval;
+mod gc;
 mod model;
 mod probe;
 mod run;
 mod search;
+mod setup;
 mod transcribe;
 mod worker;
 
@@ -81,6 +83,12 @@ enum Command {
     Model(model::ModelArgs),
     /// Check a configuration (file + CALLPIPE_* overrides) without starting anything.
     Config(config::ConfigArgs),
+    /// Create the cloud stores' indexes and mappings (MongoDB, OpenSearch); with --provision
+    /// also the OpenSearch Serverless collection and its policies. Idempotent.
+    Setup(setup::SetupArgs),
+    /// Delete vector garbage now: replaced revisions' and crashed attempts' documents (the
+    /// index workers also do it now and then).
+    Gc(gc::GcArgs),
 }
 
 /// A whole-number flag within `range`: the same bounds the config key it overrides has.
@@ -178,6 +186,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => runtime.block_on(worker::run(&ctx, args)),
         Command::Search(args) => runtime.block_on(search::run(&ctx, args)),
         Command::Calls(args) => runtime.block_on(calls::run(&ctx, args)),
+        Command::Setup(args) => runtime.block_on(setup::run(&ctx, args)),
+        Command::Gc(args) => runtime.block_on(gc::run(&ctx, args)),
         Command::Model(_) | Command::Config(_) => unreachable!("handled above"),
     }
 }

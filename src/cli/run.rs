@@ -142,6 +142,8 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         etag: None,
         size: Some(f.size),
         recorded_at_ms: Some(f.recorded_at_ms),
+        // One process writes the data directory; there is no late writer to order against.
+        modified_ms: None,
     });
     let extensions = ctx.config.run.extensions.clone();
     let listing_errors = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -278,6 +280,7 @@ fn list_s3(
                     uri: meta.uri(),
                     recorded_at_ms: callpipe_ingest::source::timestamp_in_name(name)
                         .or(meta.last_modified_ms),
+                    modified_ms: meta.last_modified_ms,
                     version: meta.version,
                     etag: meta.etag,
                     size: Some(meta.size),

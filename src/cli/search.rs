@@ -112,10 +112,16 @@ pub async fn run(ctx: &Context, args: SearchArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let metadata = ctx.open_existing_metadata()?;
+    ctx.require_indexed()?;
     let embedder = ctx.load_embedder()?;
-    let vectors = ctx.open_vectors(embedder.as_ref())?;
-    let search = HybridSearch::new(embedder, metadata, vectors, ctx.search_settings());
+    let (stores, _) = ctx.open_stores(embedder.as_ref(), false).await?;
+    let search = HybridSearch::new(
+        embedder,
+        stores.metadata,
+        stores.vectors,
+        stores.keyword,
+        ctx.search_settings(),
+    );
     let hits = search.search(&query, &filter, limit).await?;
 
     let mut out = std::io::stdout().lock();

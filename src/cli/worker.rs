@@ -221,7 +221,16 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         })
     };
 
+    // Index workers sweep vector garbage now and then (what `callpipe gc` does), one at a time
+    // across the fleet.
+    let sweeper = writer
+        .as_ref()
+        .map(|w| tokio::spawn(sweep_now_and_then(w.indexer.clone(), Arc::clone(&coord))));
+
     wait_for_signal().await;
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     tracing::info!(
         drain_timeout_s = w.drain_timeout_s,
         "stopping: no new messages; finishing the jobs in flight"
@@ -242,6 +251,43 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often an index worker tries to sweep, and how long its sweep lease lasts.
+const SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+const SWEEP_LEASE: Duration = Duration::from_secs(5 * 60);
+
+/// Runs [`Indexer::sweep`] every [`SWEEP_EVERY`] (first after a random part of it, so a fleet
+/// started together does not sweep together), under a coordination lease so one worker
+/// sweeps at a time. A failed sweep is logged; the next one retries.
+///
+/// [`Indexer::sweep`]: callpipe_index::Indexer::sweep
+async fn sweep_now_and_then(
+    indexer: callpipe_index::Indexer,
+    coord: Arc<dyn callpipe_common::coord::Coordination>,
+) {
+    let jitter = (std::process::id() as u64 * 7919) % SWEEP_EVERY.as_secs();
+    tokio::time::sleep(Duration::from_secs(jitter)).await;
+    loop {
+        match coord.acquire("sweep/vectors", SWEEP_LEASE).await {
+            Ok(Some(lease)) => {
+                match indexer.sweep(callpipe_index::indexer::ORPHAN_GRACE).await {
+                    Ok(swept) if swept.batches + swept.left > 0 => tracing::info!(
+                        batches = swept.batches,
+                        vectors = swept.vectors,
+                        left = swept.left,
+                        "swept vector garbage"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweeping vector garbage failed"),
+                }
+                let _ = coord.release(&lease).await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not take the sweep lease"),
+        }
+        tokio::time::sleep(SWEEP_EVERY).await;
+    }
 }
 
 /// The first SIGTERM or Ctrl-C.

@@ -4,6 +4,7 @@
 // Every test binary compiles all of this module but uses only its own server's part.
 #![allow(dead_code)]
 
+pub mod mongo;
 pub mod moto;
 pub mod redis;
 

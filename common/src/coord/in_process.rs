@@ -22,6 +22,9 @@ const MIN_SWEEP_INTERVAL: usize = 1024;
 ///
 /// Clones share one store. Fencing tokens come from a single counter for the whole store, so
 /// they grow per key for the life of the process without remembering every key ever leased.
+/// The counter starts from the wall clock in microseconds, as the Redis implementation's
+/// tokens do, so tokens of `callpipe run` and of the workers compare sensibly in the stores'
+/// conditional writes (a `run --force` after the workers indexed a call is the newer writer).
 #[derive(Debug, Clone, Default)]
 pub struct InProcessCoordination {
     state: Arc<Mutex<State>>,
@@ -102,7 +105,10 @@ impl Coordination for InProcessCoordination {
                 return Ok(None);
             }
         }
-        state.last_token += 1;
+        let clock_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        state.last_token = (state.last_token + 1).max(clock_us);
         let token = state.last_token;
         state
             .leases

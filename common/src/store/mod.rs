@@ -19,6 +19,7 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod keyword;
 mod local_dir;
 mod lock;
 mod metadata;
@@ -34,12 +35,13 @@ use crate::audio::Role;
 use crate::error::ErrorKind;
 use crate::ids::{CallId, Revision};
 
+pub use self::keyword::KeywordIndex;
 pub use self::local_dir::LocalDirStore;
 pub use self::lock::WriterLock;
 pub use self::metadata::MetadataStore;
 pub use self::object::{check_key, ObjectMeta, ObjectStore};
 pub use self::recordings::{RecordingMeta, RecordingSource};
-pub use self::vector::{VectorDoc, VectorIndex};
+pub use self::vector::{Capabilities, VectorDoc, VectorIndex};
 
 /// Why a backend call failed. Each backend keeps its own error types and maps them into this
 /// one, so callers can tell "not there" from "try again" from "broken" without knowing which
@@ -65,6 +67,17 @@ pub enum StoreError {
         what: String,
         reason: String,
     },
+    /// A conditional write lost: the call holds newer work ([`Guard`]). `newer_revision` says
+    /// a newer revision of the call was written (this work is obsolete for good); otherwise a
+    /// newer holder of the same job's lease wrote, and a retry finds the job done or finishes
+    /// it.
+    #[error("{backend}: {what}: {reason}")]
+    Superseded {
+        backend: &'static str,
+        what: String,
+        reason: String,
+        newer_revision: bool,
+    },
     /// Anything a retry will not fix: corrupt data, a schema from another version, a dimension
     /// mismatch, an I/O error on a local file.
     #[error("{backend}: {what}: {reason}")]
@@ -78,7 +91,7 @@ pub enum StoreError {
 impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Unavailable { .. } => ErrorKind::Transient,
+            StoreError::Unavailable { .. } | StoreError::Superseded { .. } => ErrorKind::Transient,
             StoreError::Denied { .. } => ErrorKind::Environment,
             StoreError::NotFound { .. } | StoreError::Failed { .. } => ErrorKind::Permanent,
         }
@@ -87,6 +100,125 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
+
+    /// Whether a newer revision of the call was written, so this work is obsolete.
+    pub fn is_newer_revision(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Superseded {
+                newer_revision: true,
+                ..
+            }
+        )
+    }
+}
+
+/// The conditions of a write to a call (DESIGN.md, "Transitions are conditional").
+///
+/// - `token`: the writer's fencing token, from its coordination lease. Tokens grow with every
+///   lease granted (Redis server time), so a writer whose lease was lost and taken over holds
+///   a smaller token than its successor. The store keeps the largest token applied to the
+///   call and refuses smaller ones.
+/// - `modified_ms`: when this revision of the recording was created (S3 LastModified or the
+///   upload event's time). A write for a revision older than the call's newest is refused for
+///   good: an old upload's late worker never replaces a newer upload's transcript.
+///
+/// Both are optional: a single writer (`callpipe run`, which holds the data directory's lock)
+/// passes [`Guard::none`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Guard {
+    pub token: Option<u64>,
+    pub modified_ms: Option<i64>,
+}
+
+impl Guard {
+    pub const fn none() -> Self {
+        Guard {
+            token: None,
+            modified_ms: None,
+        }
+    }
+
+    /// Why a write with this guard must be refused, given what the store holds for the call:
+    /// its revision, the largest token applied and the newest revision's time. `None` when the
+    /// write may go ahead. Every backend applies this one rule (inside its conditional write).
+    pub fn refusal(
+        &self,
+        revision: &Revision,
+        stored_revision: &Revision,
+        stored_token: Option<u64>,
+        stored_modified_ms: Option<i64>,
+    ) -> Option<(bool, String)> {
+        if let (Some(mine), Some(theirs)) = (self.modified_ms, stored_modified_ms) {
+            if revision != stored_revision && mine < theirs {
+                return Some((
+                    true,
+                    format!(
+                        "revision {revision} is older than revision {stored_revision},                          which is already recorded"
+                    ),
+                ));
+            }
+        }
+        if let (Some(mine), Some(theirs)) = (self.token, stored_token) {
+            if mine < theirs {
+                return Some((
+                    false,
+                    format!("fencing token {mine} is older than {theirs}: a newer worker wrote"),
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// One attempt's documents in the vector index: a batch id, unique per attempt, for the call's
+/// revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VectorBatch {
+    pub batch: String,
+    pub call_id: CallId,
+    pub revision: Revision,
+}
+
+impl VectorBatch {
+    /// A fresh batch id for an attempt at `(call_id, revision)`: unique across workers and
+    /// retries (time, process and a counter), so two attempts never share one.
+    pub fn new(call_id: &CallId, revision: &Revision) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut h = blake3::Hasher::new();
+        h.update(call_id.as_str().as_bytes());
+        h.update(revision.as_str().as_bytes());
+        h.update(&nanos.to_le_bytes());
+        h.update(&std::process::id().to_le_bytes());
+        h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        let hex = h.finalize().to_hex();
+        VectorBatch {
+            batch: hex[..24].to_owned(),
+            call_id: call_id.clone(),
+            revision: revision.clone(),
+        }
+    }
+}
+
+/// A batch with the ids its documents were given: what a commit records for a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VectorSet {
+    pub batch: String,
+    pub ids: Vec<String>,
+}
+
+/// A batch whose documents must be deleted: `ids` when they were recorded, `None` for an
+/// attempt that died before its commit (find them with [`VectorIndex::batch_ids`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Garbage {
+    pub batch: String,
+    pub call_id: CallId,
+    pub ids: Option<Vec<String>>,
 }
 
 /// The deterministic identity of one searchable segment: `(call_id, revision, channel, seq)`.

@@ -5,8 +5,8 @@ use std::path::Path;
 use async_trait::async_trait;
 use callpipe_common::ids::{CallId, Revision};
 use callpipe_common::store::{
-    CallRecord, CallStatus, MetadataStore, ScoredKey, SearchFilter, SegmentDoc, SegmentKey,
-    StoreError,
+    now_ms, CallRecord, CallStatus, Garbage, Guard, KeywordIndex, MetadataStore, ScoredKey,
+    SearchFilter, SegmentDoc, SegmentKey, StoreError, VectorBatch, VectorSet,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -64,8 +64,34 @@ UPDATE calls SET indexed_revision = revision, record = json_set(record, '$.index
     WHERE status = 'indexed';
 ";
 
+/// Schema 3: conditional writes and vector batches. `fence` is the largest fencing token
+/// applied to the call and `modified_ms` the newest revision's time (see `Guard`); `vectors`
+/// is the current vector set (JSON); `vector_batches` holds every batch not yet forgotten.
+const GUARDS_AND_BATCHES: &str = "
+ALTER TABLE calls ADD COLUMN fence INTEGER;
+ALTER TABLE calls ADD COLUMN modified_ms INTEGER;
+ALTER TABLE calls ADD COLUMN vectors TEXT;
+CREATE TABLE vector_batches (
+    batch         TEXT PRIMARY KEY,
+    call_id       TEXT NOT NULL,
+    revision      TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('open', 'current', 'garbage')),
+    started_at_ms INTEGER NOT NULL,
+    ids           TEXT
+);
+CREATE INDEX vector_batches_by_state ON vector_batches (state, started_at_ms);
+CREATE INDEX vector_batches_by_call ON vector_batches (call_id);
+-- Indexed calls from before batches: their vectors form one legacy batch per call (the vector
+-- index's own migration tags them so), whose ids the sweep finds by batch when superseded.
+UPDATE calls SET vectors = json_object('batch', 'legacy:' || call_id, 'ids', json('[]'))
+    WHERE indexed_revision IS NOT NULL;
+INSERT INTO vector_batches (batch, call_id, revision, state, started_at_ms, ids)
+    SELECT 'legacy:' || call_id, call_id, indexed_revision, 'current', 0, '[]'
+    FROM calls WHERE indexed_revision IS NOT NULL;
+";
+
 /// Every schema change, oldest first (see `Db::open`).
-const MIGRATIONS: &[&str] = &[SCHEMA, INDEXED_REVISION];
+const MIGRATIONS: &[&str] = &[SCHEMA, INDEXED_REVISION, GUARDS_AND_BATCHES];
 
 /// Calls, segments and keyword search in one SQLite file.
 #[derive(Debug, Clone)]
@@ -108,17 +134,21 @@ fn call_from_json(json: String) -> rusqlite::Result<CallRecord> {
 }
 
 /// Writes `call` as it is, `indexed_revision` included; callers decide that field (a commit
-/// sets it, a plain put keeps the stored one).
-fn put_call_row(conn: &Connection, call: &CallRecord) -> rusqlite::Result<()> {
+/// sets it, a plain put keeps the stored one). The guard's token and time only ever grow.
+fn put_call_row(conn: &Connection, call: &CallRecord, guard: &Guard) -> rusqlite::Result<()> {
     let json = serde_json::to_string(call).map_err(json_error)?;
     conn.prepare_cached(
         "INSERT INTO calls
-            (call_id, revision, indexed_revision, source, recorded_at_ms, duration_s, status, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            (call_id, revision, indexed_revision, source, recorded_at_ms, duration_s, status,
+             record, fence, modified_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (call_id) DO UPDATE SET
             revision = excluded.revision, indexed_revision = excluded.indexed_revision,
             source = excluded.source, recorded_at_ms = excluded.recorded_at_ms,
-            duration_s = excluded.duration_s, status = excluded.status, record = excluded.record",
+            duration_s = excluded.duration_s, status = excluded.status, record = excluded.record,
+            fence = max(coalesce(fence, excluded.fence), coalesce(excluded.fence, fence)),
+            modified_ms = max(coalesce(modified_ms, excluded.modified_ms),
+                              coalesce(excluded.modified_ms, modified_ms))",
     )?
     .execute(params![
         call.call_id.as_str(),
@@ -128,8 +158,84 @@ fn put_call_row(conn: &Connection, call: &CallRecord) -> rusqlite::Result<()> {
         call.recorded_at_ms,
         call.duration_s,
         call.status.as_str(),
-        json
+        json,
+        guard.token.map(|t| t as i64),
+        guard.modified_ms,
     ])?;
+    Ok(())
+}
+
+/// What the store holds for a call that a guard is checked against.
+struct Stored {
+    revision: Revision,
+    indexed_revision: Option<Revision>,
+    fence: Option<u64>,
+    modified_ms: Option<i64>,
+    vectors: Option<VectorSet>,
+}
+
+fn stored(conn: &Connection, call_id: &CallId) -> rusqlite::Result<Option<Stored>> {
+    conn.prepare_cached(
+        "SELECT revision, indexed_revision, fence, modified_ms, vectors FROM calls
+         WHERE call_id = ?1",
+    )?
+    .query_row([call_id.as_str()], |r| {
+        let vectors: Option<String> = r.get(4)?;
+        Ok(Stored {
+            revision: Revision::new(r.get::<_, String>(0)?),
+            indexed_revision: r.get::<_, Option<String>>(1)?.map(Revision::new),
+            fence: r.get::<_, Option<i64>>(2)?.map(|t| t as u64),
+            modified_ms: r.get(3)?,
+            vectors: vectors
+                .map(|v| serde_json::from_str(&v).map_err(json_error))
+                .transpose()?,
+        })
+    })
+    .optional()
+}
+
+/// A guard's refusal, returned from inside the transaction (which then rolls back, so nothing
+/// is written).
+#[derive(Debug)]
+struct Refused {
+    newer_revision: bool,
+    reason: String,
+}
+
+impl Refused {
+    fn check(stored: Option<&Stored>, revision: &Revision, guard: &Guard) -> Option<Refused> {
+        let stored = stored?;
+        guard
+            .refusal(revision, &stored.revision, stored.fence, stored.modified_ms)
+            .map(|(newer_revision, reason)| Refused {
+                newer_revision,
+                reason,
+            })
+    }
+
+    fn into_error(self, call_id: &CallId) -> StoreError {
+        StoreError::Superseded {
+            backend: BACKEND,
+            what: format!("call {call_id}"),
+            reason: self.reason,
+            newer_revision: self.newer_revision,
+        }
+    }
+}
+
+fn set_batch_state(
+    conn: &Connection,
+    batch: &str,
+    state: &str,
+    ids: Option<&[String]>,
+) -> rusqlite::Result<()> {
+    let ids = ids
+        .map(|ids| serde_json::to_string(ids).map_err(json_error))
+        .transpose()?;
+    conn.prepare_cached(
+        "UPDATE vector_batches SET state = ?2, ids = coalesce(?3, ids) WHERE batch = ?1",
+    )?
+    .execute(params![batch, state, ids])?;
     Ok(())
 }
 
@@ -211,19 +317,42 @@ impl MetadataStore for SqliteMetadata {
             .await
     }
 
-    async fn put_call(&self, call: &CallRecord) -> Result<(), StoreError> {
+    async fn put_call(&self, call: &CallRecord, guard: &Guard) -> Result<(), StoreError> {
         let mut call = call.clone();
+        let guard = *guard;
+        let call_id = call.call_id.clone();
         self.db
             .run(move |conn| {
                 // Only a commit moves the indexed revision; read it and write it back as it is.
                 let tx = conn.transaction()?;
-                let stored: Option<Option<String>> = tx
-                    .prepare_cached("SELECT indexed_revision FROM calls WHERE call_id = ?1")?
-                    .query_row([call.call_id.as_str()], |r| r.get(0))
-                    .optional()?;
-                call.indexed_revision = stored.flatten().map(Revision::new);
-                put_call_row(&tx, &call)?;
-                tx.commit()
+                let stored = stored(&tx, &call.call_id)?;
+                if let Some(refused) = Refused::check(stored.as_ref(), &call.revision, &guard) {
+                    return Ok(Err(refused));
+                }
+                call.indexed_revision = stored.and_then(|s| s.indexed_revision);
+                put_call_row(&tx, &call, &guard)?;
+                tx.commit()?;
+                Ok(Ok(()))
+            })
+            .await?
+            .map_err(|r| r.into_error(&call_id))
+    }
+
+    async fn begin_batch(&self, batch: &VectorBatch) -> Result<(), StoreError> {
+        let batch = batch.clone();
+        self.db
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO vector_batches (batch, call_id, revision, state, started_at_ms)
+                     VALUES (?1, ?2, ?3, 'open', ?4) ON CONFLICT (batch) DO NOTHING",
+                )?
+                .execute(params![
+                    batch.batch,
+                    batch.call_id.as_str(),
+                    batch.revision.as_str(),
+                    now_ms()
+                ])?;
+                Ok(())
             })
             .await
     }
@@ -232,7 +361,9 @@ impl MetadataStore for SqliteMetadata {
         &self,
         call: &CallRecord,
         segments: &[SegmentDoc],
-    ) -> Result<(), StoreError> {
+        vectors: &VectorSet,
+        guard: &Guard,
+    ) -> Result<Vec<VectorSet>, StoreError> {
         if call.status != CallStatus::Indexed || !call.is_indexed(&call.revision) {
             return Err(StoreError::Failed {
                 backend: BACKEND,
@@ -254,10 +385,18 @@ impl MetadataStore for SqliteMetadata {
             });
         }
         let call = call.clone();
+        let call_id = call.call_id.clone();
         let segments = segments.to_vec();
+        let vectors = vectors.clone();
+        let guard = *guard;
         self.db
             .run(move |conn| {
                 let tx = conn.transaction()?;
+                let stored = stored(&tx, &call.call_id)?;
+                if let Some(refused) = Refused::check(stored.as_ref(), &call.revision, &guard) {
+                    return Ok(Err(refused));
+                }
+                let previous = stored.and_then(|s| s.vectors);
                 tx.prepare_cached("DELETE FROM segments WHERE call_id = ?1")?
                     .execute([call.call_id.as_str()])?;
                 {
@@ -280,10 +419,34 @@ impl MetadataStore for SqliteMetadata {
                         ])?;
                     }
                 }
-                put_call_row(&tx, &call)?;
-                tx.commit()
+                put_call_row(&tx, &call, &guard)?;
+                let json = serde_json::to_string(&vectors).map_err(json_error)?;
+                tx.prepare_cached("UPDATE calls SET vectors = ?2 WHERE call_id = ?1")?
+                    .execute(params![call.call_id.as_str(), json])?;
+                // A batch the caller never began (a rebuild) is recorded now, as current.
+                tx.prepare_cached(
+                    "INSERT INTO vector_batches (batch, call_id, revision, state, started_at_ms)
+                     VALUES (?1, ?2, ?3, 'current', ?4) ON CONFLICT (batch) DO NOTHING",
+                )?
+                .execute(params![
+                    vectors.batch,
+                    call.call_id.as_str(),
+                    call.revision.as_str(),
+                    now_ms()
+                ])?;
+                set_batch_state(&tx, &vectors.batch, "current", Some(&vectors.ids))?;
+                let superseded: Vec<VectorSet> = previous
+                    .filter(|p| p.batch != vectors.batch)
+                    .into_iter()
+                    .collect();
+                for old in &superseded {
+                    set_batch_state(&tx, &old.batch, "garbage", Some(&old.ids))?;
+                }
+                tx.commit()?;
+                Ok(Ok(superseded))
             })
-            .await
+            .await?
+            .map_err(|r| r.into_error(&call_id))
     }
 
     async fn delete_call(&self, call_id: &CallId) -> Result<(), StoreError> {
@@ -293,7 +456,69 @@ impl MetadataStore for SqliteMetadata {
                 let tx = conn.transaction()?;
                 tx.execute("DELETE FROM segments WHERE call_id = ?1", [&id])?;
                 tx.execute("DELETE FROM calls WHERE call_id = ?1", [&id])?;
+                tx.execute(
+                    "UPDATE vector_batches SET state = 'garbage' WHERE call_id = ?1",
+                    [&id],
+                )?;
                 tx.commit()
+            })
+            .await
+    }
+
+    async fn garbage(&self, open_before_ms: i64, limit: usize) -> Result<Vec<Garbage>, StoreError> {
+        let limit = limit.min(1 << 40) as i64;
+        self.db
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT batch, call_id, ids FROM vector_batches
+                     WHERE state = 'garbage' OR (state = 'open' AND started_at_ms < ?1)
+                     ORDER BY started_at_ms, batch LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![open_before_ms, limit], |r| {
+                    let ids: Option<String> = r.get(2)?;
+                    Ok(Garbage {
+                        batch: r.get(0)?,
+                        call_id: CallId::from_stored(r.get::<_, String>(1)?),
+                        ids: ids
+                            .map(|v| serde_json::from_str(&v).map_err(json_error))
+                            .transpose()?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn forget_batch(&self, batch: &str) -> Result<(), StoreError> {
+        let batch = batch.to_owned();
+        self.db
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM vector_batches WHERE batch = ?1 AND state != 'current'",
+                )?
+                .execute([&batch])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn calls_by_id_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let prefix = prefix.to_owned();
+        let limit = limit.min(1 << 40) as i64;
+        self.db
+            .run(move |conn| {
+                // A range on the primary key, not LIKE: no wildcard to escape, and the index
+                // answers it.
+                let mut stmt = conn.prepare_cached(
+                    "SELECT record FROM calls WHERE call_id >= ?1
+                     AND substr(call_id, 1, length(?1)) = ?1 ORDER BY call_id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![prefix, limit], |r| r.get::<_, String>(0))?;
+                rows.map(|json| call_from_json(json?)).collect()
             })
             .await
     }
@@ -361,6 +586,23 @@ impl MetadataStore for SqliteMetadata {
             .await
     }
 
+    async fn count_segments(&self, call_id: Option<&CallId>) -> Result<u64, StoreError> {
+        let id = call_id.map(|c| c.as_str().to_owned());
+        self.db
+            .run(move |conn| {
+                let sql = format!(
+                    "SELECT count(*) FROM segments s {CURRENT} WHERE ?1 IS NULL OR s.call_id = ?1"
+                );
+                conn.prepare_cached(&sql)?
+                    .query_row([id], |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl KeywordIndex for SqliteMetadata {
     async fn keyword_search(
         &self,
         query: &str,
@@ -426,20 +668,6 @@ impl MetadataStore for SqliteMetadata {
             })
             .await
     }
-
-    async fn count_segments(&self, call_id: Option<&CallId>) -> Result<u64, StoreError> {
-        let id = call_id.map(|c| c.as_str().to_owned());
-        self.db
-            .run(move |conn| {
-                let sql = format!(
-                    "SELECT count(*) FROM segments s {CURRENT} WHERE ?1 IS NULL OR s.call_id = ?1"
-                );
-                conn.prepare_cached(&sql)?
-                    .query_row([id], |r| r.get::<_, i64>(0))
-                    .map(|n| n as u64)
-            })
-            .await
-    }
 }
 
 #[cfg(test)]
@@ -451,6 +679,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteMetadata::open(&dir.path().join("metadata.db")).unwrap();
         callpipe_common::store::conformance::metadata_store(&store).await;
+    }
+
+    /// Keyword search loads its calls through commits.
+    struct Commits<'a>(&'a SqliteMetadata);
+
+    #[async_trait]
+    impl callpipe_common::store::conformance::KeywordLoader for Commits<'_> {
+        async fn load(&self, call: &CallRecord, segments: &[SegmentDoc]) {
+            let set = VectorSet {
+                batch: format!("b-{}", call.call_id),
+                ids: Vec::new(),
+            };
+            self.0
+                .commit_call(call, segments, &set, &Guard::none())
+                .await
+                .expect("commit");
+        }
+    }
+
+    #[tokio::test]
+    async fn keyword_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetadata::open(&dir.path().join("metadata.db")).unwrap();
+        callpipe_common::store::conformance::keyword_index(
+            &store,
+            &Commits(&store),
+            std::time::Duration::ZERO,
+        )
+        .await;
     }
 
     #[test]
@@ -474,7 +731,7 @@ mod tests {
         );
         SqliteMetadata::open(&path)
             .unwrap()
-            .put_call(&call)
+            .put_call(&call, &Guard::none())
             .await
             .unwrap();
         let reopened = SqliteMetadata::open(&path).unwrap();

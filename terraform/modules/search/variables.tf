@@ -4,12 +4,12 @@ variable "name" {
 }
 
 variable "collection_name" {
-  description = "Name of the VECTORSEARCH collection (3-28 lowercase letters, digits or hyphens, starting with a letter; policy names append up to 5 characters)."
+  description = "Name of the VECTORSEARCH collection (3-27 lowercase letters, digits or hyphens, starting with a letter; policy names append up to 5 characters and AWS allows 32)."
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{2,27}$", var.collection_name))
-    error_message = "collection_name must be 3-28 characters of a-z, 0-9 or -, starting with a letter."
+    condition     = can(regex("^[a-z][a-z0-9-]{2,26}$", var.collection_name))
+    error_message = "collection_name must be 3-27 characters of a-z, 0-9 or -, starting with a letter."
   }
 }
 
