@@ -998,8 +998,10 @@ async fn opensearch_going_down_for_a_while_fails_no_call() {
     // OpenSearch refuses every request for a while (a throttled or unreachable collection).
     // (MongoDB going away and coming back is `cloud/tests/mongo.rs`'s restart test.)
     let cloud = cluster.cloud.as_mut().unwrap();
+    // Shorter than the retries a message gets before its redrive (MAX_RECEIVES with the
+    // workers' backoff), as an outage must be for no message to reach a dead-letter queue.
     cloud.aoss.pause();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     cloud.aoss.resume();
 
     let workers = [&ingest, &transcribe, &index];
