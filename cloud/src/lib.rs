@@ -23,3 +23,4 @@ pub mod redis;
 pub mod s3;
 pub mod secrets;
 pub mod sqs;
+pub mod tls;

@@ -340,6 +340,7 @@ fn client_config(settings: &RedisSettings) -> Result<(Config, String), CoordErro
             .map_err(|e| misconfigured(redact_url(url), format!("bad url: {}", e.details())))?,
         None => {
             let tls = if settings.tls {
+                crate::tls::install_default_provider();
                 let connector = TlsConnector::default_rustls().map_err(|e| {
                     misconfigured(
                         format!("rediss://{}:{}", settings.endpoint, settings.port),

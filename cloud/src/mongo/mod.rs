@@ -145,6 +145,7 @@ impl MongoMetadata {
         aws: Option<&SdkConfig>,
         adjust: impl Fn(&mut ClientOptions) + Send + Sync + 'static,
     ) -> Result<Self, StoreError> {
+        crate::tls::install_default_provider();
         let connection = Connection::open(settings, aws.cloned(), Arc::new(adjust)).await?;
         tracing::debug!(database = connection.database(), "connected to mongodb");
         Ok(MongoMetadata { connection })

@@ -169,6 +169,7 @@ impl Transport {
         region: String,
         provider: SharedCredentialsProvider,
     ) -> Result<Self, String> {
+        crate::tls::install_default_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
