@@ -548,24 +548,46 @@ async fn ensure_security_policy(
             Err(e) => Err(call_error(&resource, "GetSecurityPolicy", &e)),
         }
     };
+    let create = || {
+        client
+            .create_security_policy()
+            .name(&name)
+            .r#type(policy_type.clone())
+            .description(format!("callpipe: {resource} of collection {}", spec.name))
+            .policy(wanted.to_string())
+            .send()
+    };
+    let outcome = read_or_create(&resource, "CreateSecurityPolicy", &wanted, get, create).await?;
+    Ok(step(outcome))
+}
+
+/// The policy as it is, or created when missing: [`Outcome::Created`], or what [`compare`]
+/// says of the existing one. A create that loses a race with another run
+/// (`ConflictException`) reads the winner's policy instead.
+async fn read_or_create<G, GF, C, CF, T, E>(
+    resource: &str,
+    operation: &'static str,
+    wanted: &Value,
+    get: G,
+    create: C,
+) -> Result<Outcome, ProvisionError>
+where
+    G: Fn() -> GF,
+    GF: std::future::Future<Output = Result<Option<Value>, ProvisionError>>,
+    C: FnOnce() -> CF,
+    CF: std::future::Future<Output = Result<T, SdkError<E>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     if let Some(existing) = get().await? {
-        return Ok(step(compare(&resource, &existing, &wanted)));
+        return Ok(compare(resource, &existing, wanted));
     }
-    let created = client
-        .create_security_policy()
-        .name(&name)
-        .r#type(policy_type.clone())
-        .description(format!("callpipe: {resource} of collection {}", spec.name))
-        .policy(wanted.to_string())
-        .send()
-        .await;
-    match created {
-        Ok(_) => Ok(step(Outcome::Created)),
+    match create().await {
+        Ok(_) => Ok(Outcome::Created),
         Err(e) if is_code(&e, "ConflictException") => match get().await? {
-            Some(existing) => Ok(step(compare(&resource, &existing, &wanted))),
-            None => Err(call_error(&resource, "CreateSecurityPolicy", &e)),
+            Some(existing) => Ok(compare(resource, &existing, wanted)),
+            None => Err(call_error(resource, operation, &e)),
         },
-        Err(e) => Err(call_error(&resource, "CreateSecurityPolicy", &e)),
+        Err(e) => Err(call_error(resource, operation, &e)),
     }
 }
 
@@ -605,25 +627,17 @@ async fn ensure_access_policy(
             Err(e) => Err(call_error(&resource, "GetAccessPolicy", &e)),
         }
     };
-    if let Some(existing) = get().await? {
-        return Ok(step(compare(&resource, &existing, &wanted)));
-    }
-    let created = client
-        .create_access_policy()
-        .name(&name)
-        .r#type(AccessPolicyType::Data)
-        .description(format!("callpipe: data access to collection {}", spec.name))
-        .policy(wanted.to_string())
-        .send()
-        .await;
-    match created {
-        Ok(_) => Ok(step(Outcome::Created)),
-        Err(e) if is_code(&e, "ConflictException") => match get().await? {
-            Some(existing) => Ok(step(compare(&resource, &existing, &wanted))),
-            None => Err(call_error(&resource, "CreateAccessPolicy", &e)),
-        },
-        Err(e) => Err(call_error(&resource, "CreateAccessPolicy", &e)),
-    }
+    let create = || {
+        client
+            .create_access_policy()
+            .name(&name)
+            .r#type(AccessPolicyType::Data)
+            .description(format!("callpipe: data access to collection {}", spec.name))
+            .policy(wanted.to_string())
+            .send()
+    };
+    let outcome = read_or_create(&resource, "CreateAccessPolicy", &wanted, get, create).await?;
+    Ok(step(outcome))
 }
 
 /// [`Outcome::Existing`] when `existing` grants what `wanted` does, else [`Outcome::Differs`]

@@ -47,7 +47,7 @@ mod docs;
 mod error;
 mod indexes;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -58,8 +58,8 @@ use aws_config::SdkConfig;
 use callpipe_common::config::redact_url;
 use callpipe_common::ids::CallId;
 use callpipe_common::store::{
-    now_ms, CallRecord, CallStatus, Garbage, Guard, MetadataStore, SearchFilter, SegmentDoc,
-    SegmentKey, StoreError, VectorBatch, VectorSet,
+    check_commit, now_ms, CallRecord, CallStatus, Garbage, Guard, MetadataStore, SearchFilter,
+    SegmentDoc, SegmentKey, StoreError, VectorBatch, VectorSet,
 };
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
@@ -187,34 +187,6 @@ fn distinct_collections() -> Vec<&'static str> {
         }
     }
     seen
-}
-
-/// Refuses a commit the trait does not allow, before anything is sent.
-fn check_commit(call: &CallRecord, segments: &[SegmentDoc]) -> Result<(), StoreError> {
-    let failed = |reason: String| StoreError::Failed {
-        backend: BACKEND,
-        what: format!("commit of call {}", call.call_id),
-        reason,
-    };
-    if call.status != CallStatus::Indexed || !call.is_indexed(&call.revision) {
-        return Err(failed(format!(
-            "a commit must mark revision {} indexed (status `{}`, indexed revision {:?})",
-            call.revision, call.status, call.indexed_revision
-        )));
-    }
-    let mut keys = HashSet::with_capacity(segments.len());
-    for s in segments {
-        if s.key.call_id != call.call_id || s.key.revision != call.revision {
-            return Err(failed(format!(
-                "segment {} is not of revision {}",
-                s.key, call.revision
-            )));
-        }
-        if !keys.insert(&s.key) {
-            return Err(failed(format!("segment {} is given twice", s.key)));
-        }
-    }
-    Ok(())
 }
 
 /// The larger of what is stored and what the guard brings: tokens and revision times only
@@ -561,7 +533,7 @@ impl MetadataStore for MongoMetadata {
         vectors: &VectorSet,
         guard: &Guard,
     ) -> Result<Vec<VectorSet>, StoreError> {
-        check_commit(call, segments)?;
+        check_commit(BACKEND, call, segments)?;
         self.run(&call_what("commit", &call.call_id), |h| async move {
             in_transaction(&h, |mut s| {
                 let h = &h;
@@ -831,15 +803,24 @@ mod tests {
     #[test]
     fn commits_that_break_the_contract_are_refused_before_any_io() {
         let call = indexed_call();
-        assert!(check_commit(&call, &[segment(&call, "r1", 0), segment(&call, "r1", 1)]).is_ok());
-        let err = check_commit(&call, &[segment(&call, "r0", 0)]).unwrap_err();
+        assert!(check_commit(
+            BACKEND,
+            &call,
+            &[segment(&call, "r1", 0), segment(&call, "r1", 1)]
+        )
+        .is_ok());
+        let err = check_commit(BACKEND, &call, &[segment(&call, "r0", 0)]).unwrap_err();
         assert!(err.to_string().contains("not of revision"), "{err}");
-        let err =
-            check_commit(&call, &[segment(&call, "r1", 0), segment(&call, "r1", 0)]).unwrap_err();
+        let err = check_commit(
+            BACKEND,
+            &call,
+            &[segment(&call, "r1", 0), segment(&call, "r1", 0)],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
         let mut pending = call.clone();
         pending.status = CallStatus::Pending;
-        assert!(check_commit(&pending, &[]).is_err());
+        assert!(check_commit(BACKEND, &pending, &[]).is_err());
     }
 
     #[test]

@@ -28,3 +28,73 @@ pub fn log_tail(path: &Path) -> String {
     }
     log[start..].to_owned()
 }
+
+/// One test server's process: `binary args`, its stdout and stderr appended to `log` (so a
+/// restart's log follows the first run's), started and waited on until `ready(port)`. Panics,
+/// naming the server, the variable that points at its binary and the log's tail, when it
+/// cannot start, exits at start or is not ready within `timeout`: a test never runs without
+/// the server it tests against.
+pub struct Launch<'a> {
+    /// The server's name in messages (`redis-server`, `moto`, `SecantusDB`).
+    pub name: &'a str,
+    /// The environment variable that names the binary, for the message.
+    pub env_var: &'a str,
+    pub binary: &'a Path,
+    pub args: &'a [&'a str],
+    pub log: &'a Path,
+    pub port: u16,
+    pub timeout: std::time::Duration,
+}
+
+impl Launch<'_> {
+    pub fn start(&self, ready: impl Fn(u16) -> bool) -> std::process::Child {
+        use std::process::{Command, Stdio};
+        use std::time::Instant;
+        let stdout = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log)
+            .unwrap_or_else(|e| panic!("{}'s log {}: {e}", self.name, self.log.display()));
+        let stderr = stdout.try_clone().expect("the server's log file");
+        let mut child = Command::new(self.binary)
+            .args(self.args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({}): {e}. Run `source scripts/env.sh && \
+                     ensure_test_servers`, or set {} to its path",
+                    self.name,
+                    self.binary.display(),
+                    self.env_var
+                )
+            });
+        let deadline = Instant::now() + self.timeout;
+        while !ready(self.port) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{} ({}) exited at start on port {} with {status}:\n{}",
+                    self.name,
+                    self.binary.display(),
+                    self.port,
+                    log_tail(self.log)
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} on port {} was not ready within {:?}:\n{}",
+                    self.name,
+                    self.port,
+                    self.timeout,
+                    log_tail(self.log)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child
+    }
+}

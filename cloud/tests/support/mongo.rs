@@ -10,7 +10,7 @@
 
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// How long the server may take to accept connections after its start (about 2 s when the
@@ -109,12 +109,6 @@ impl MongoServer {
     /// connections.
     pub fn start_again(&mut self) {
         self.stop();
-        // Appending, so a restart's log follows the first run's instead of overwriting it.
-        let stdout = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.log.path())
-            .expect("the server's log file");
-        let stderr = stdout.try_clone().expect("the server's log file");
         let port = self.port.to_string();
         let data = self
             .data
@@ -133,46 +127,17 @@ impl MongoServer {
         if self.auth {
             args.push("--auth");
         }
-        let child = Command::new(&self.binary)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start SecantusDB ({}): {e}. Run `source scripts/env.sh && \
-                     ensure_test_servers`, or set CALLPIPE_SECANTUSD to secantusd-py's path",
-                    self.binary.display()
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !accepts(self.port) {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!(
-                    "SecantusDB ({}) exited at start on port {} with {status}:\n{}",
-                    self.binary.display(),
-                    self.port,
-                    self.log_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                let tail = self.log_tail();
-                self.stop();
-                panic!(
-                    "SecantusDB on port {} did not accept connections within \
-                     {START_TIMEOUT:?}:\n{tail}",
-                    self.port
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let child = super::Launch {
+            name: "SecantusDB",
+            env_var: "CALLPIPE_SECANTUSD",
+            binary: &self.binary,
+            args: &args,
+            log: self.log.path(),
+            port: self.port,
+            timeout: START_TIMEOUT,
         }
+        .start(accepts);
+        self.child = Some(child);
     }
 
     pub fn log_tail(&self) -> String {

@@ -9,8 +9,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::Credentials;
@@ -83,44 +83,18 @@ impl Moto {
     /// Starts the server (again) on the same port and waits until it answers.
     pub fn start_again(&mut self) {
         self.stop();
-        let stderr = self.log.reopen().expect("moto's log file");
-        let child = Command::new(&self.binary)
-            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start moto ({}): {e}. Run `source scripts/env.sh && \
-                     ensure_test_servers`, or set CALLPIPE_MOTO_SERVER to moto_server's path",
-                    self.binary.display()
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !answers_http(self.port) {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "moto ({}) exited at start with {status}:\n{}",
-                    self.binary.display(),
-                    self.log_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                let tail = self.log_tail();
-                self.stop();
-                panic!(
-                    "moto on port {} did not answer within {START_TIMEOUT:?}:\n{tail}",
-                    self.port
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let port = self.port.to_string();
+        let child = super::Launch {
+            name: "moto",
+            env_var: "CALLPIPE_MOTO_SERVER",
+            binary: &self.binary,
+            args: &["-H", "127.0.0.1", "-p", &port],
+            log: self.log.path(),
+            port: self.port,
+            timeout: START_TIMEOUT,
         }
+        .start(answers_http);
+        self.child = Some(child);
     }
 
     fn log_tail(&self) -> String {

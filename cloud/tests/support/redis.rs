@@ -8,8 +8,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 /// How long redis-server may take to answer after its start (milliseconds when the machine is
 /// idle; the bound leaves room for two cores busy compiling).
@@ -75,12 +75,6 @@ impl RedisServer {
     /// Starts the server (again) on the same port and waits until it answers PING.
     pub fn start_again(&mut self) {
         self.stop();
-        // Appending, so a restart's log follows the first run's instead of overwriting it.
-        let stdout = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.log.path())
-            .expect("redis-server's log file");
-        let stderr = stdout.try_clone().expect("redis-server's log file");
         let dir = std::env::temp_dir();
         let port = self.port.to_string();
         let mut args = vec![
@@ -100,45 +94,17 @@ impl RedisServer {
         if let Some(password) = &self.password {
             args.extend(["--requirepass", password]);
         }
-        let child = Command::new(&self.binary)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({}): {e}. Run `source scripts/env.sh && \
-                     ensure_test_servers`, or set CALLPIPE_REDIS_SERVER to redis-server's path",
-                    self.binary.display()
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !answers_ping(self.port) {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!(
-                    "redis-server ({}) exited at start on port {} with {status}:\n{}",
-                    self.binary.display(),
-                    self.port,
-                    self.log_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                let tail = self.log_tail();
-                self.stop();
-                panic!(
-                    "redis-server on port {} did not answer within {START_TIMEOUT:?}:\n{tail}",
-                    self.port
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let child = super::Launch {
+            name: "redis-server",
+            env_var: "CALLPIPE_REDIS_SERVER",
+            binary: &self.binary,
+            args: &args,
+            log: self.log.path(),
+            port: self.port,
+            timeout: START_TIMEOUT,
         }
+        .start(answers_ping);
+        self.child = Some(child);
     }
 
     fn log_tail(&self) -> String {

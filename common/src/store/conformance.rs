@@ -365,13 +365,9 @@ pub async fn metadata_store(store: &dyn MetadataStore) {
         std::slice::from_ref(&b1),
         "r1's vectors are superseded"
     );
-    let garbage = store.garbage(0, 100).await.expect("garbage");
     assert_eq!(
-        garbage
-            .iter()
-            .map(|g| (&g.batch[..], g.ids.clone()))
-            .collect::<Vec<_>>(),
-        [("b1", Some(b1.ids.clone()))],
+        garbage_of(store).await,
+        [("b1".to_owned(), Some(b1.ids.clone()))],
         "a superseded batch is garbage at once, with its ids"
     );
     store.forget_batch("b1").await.expect("forget");
@@ -565,16 +561,18 @@ pub async fn metadata_store(store: &dyn MetadataStore) {
             .expect("count"),
         0
     );
-    let garbage = store.garbage(0, 100).await.expect("garbage");
     assert_eq!(
-        garbage
-            .iter()
-            .map(|g| (&g.batch[..], g.ids.clone()))
-            .collect::<Vec<_>>(),
-        [("p1", Some(p1.ids.clone()))],
+        garbage_of(store).await,
+        [("p1".to_owned(), Some(p1.ids.clone()))],
         "a deleted call's vectors are garbage"
     );
     store.forget_batch("p1").await.expect("forget");
+}
+
+/// Every batch that is garbage now (open ones included however young), as (batch, ids).
+async fn garbage_of(store: &dyn MetadataStore) -> Vec<(String, Option<Vec<String>>)> {
+    let garbage = store.garbage(0, 100).await.expect("garbage");
+    garbage.into_iter().map(|g| (g.batch, g.ids)).collect()
 }
 
 /// Conditional writes: fencing tokens and revision order.

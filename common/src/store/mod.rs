@@ -397,6 +397,39 @@ impl CallRecord {
     }
 }
 
+/// The contract of [`MetadataStore::commit_call`], checked by every backend before it writes:
+/// the record marks its own revision indexed, and every segment is of that revision, once.
+pub fn check_commit(
+    backend: &'static str,
+    call: &CallRecord,
+    segments: &[SegmentDoc],
+) -> Result<(), StoreError> {
+    let failed = |reason: String| StoreError::Failed {
+        backend,
+        what: format!("commit of call {}", call.call_id),
+        reason,
+    };
+    if call.status != CallStatus::Indexed || !call.is_indexed(&call.revision) {
+        return Err(failed(format!(
+            "a commit must mark revision {} indexed (status `{}`, indexed revision {:?})",
+            call.revision, call.status, call.indexed_revision
+        )));
+    }
+    let mut keys = std::collections::HashSet::with_capacity(segments.len());
+    for s in segments {
+        if s.key.call_id != call.call_id || s.key.revision != call.revision {
+            return Err(failed(format!(
+                "segment {} is not of revision {}",
+                s.key, call.revision
+            )));
+        }
+        if !keys.insert(&s.key) {
+            return Err(failed(format!("segment {} is given twice", s.key)));
+        }
+    }
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -5,8 +5,8 @@ use std::path::Path;
 use async_trait::async_trait;
 use callpipe_common::ids::{CallId, Revision};
 use callpipe_common::store::{
-    now_ms, CallRecord, CallStatus, Garbage, Guard, KeywordIndex, MetadataStore, ScoredKey,
-    SearchFilter, SegmentDoc, SegmentKey, StoreError, VectorBatch, VectorSet,
+    check_commit, now_ms, CallRecord, CallStatus, Garbage, Guard, KeywordIndex, MetadataStore,
+    ScoredKey, SearchFilter, SegmentDoc, SegmentKey, StoreError, VectorBatch, VectorSet,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -364,26 +364,7 @@ impl MetadataStore for SqliteMetadata {
         vectors: &VectorSet,
         guard: &Guard,
     ) -> Result<Vec<VectorSet>, StoreError> {
-        if call.status != CallStatus::Indexed || !call.is_indexed(&call.revision) {
-            return Err(StoreError::Failed {
-                backend: BACKEND,
-                what: format!("call {}", call.call_id),
-                reason: format!(
-                    "a commit must mark revision {} indexed (status `{}`, indexed revision {:?})",
-                    call.revision, call.status, call.indexed_revision
-                ),
-            });
-        }
-        if let Some(bad) = segments
-            .iter()
-            .find(|s| s.key.call_id != call.call_id || s.key.revision != call.revision)
-        {
-            return Err(StoreError::Failed {
-                backend: BACKEND,
-                what: format!("call {}", call.call_id),
-                reason: format!("segment {} is not of revision {}", bad.key, call.revision),
-            });
-        }
+        check_commit(BACKEND, call, segments)?;
         let call = call.clone();
         let call_id = call.call_id.clone();
         let segments = segments.to_vec();
