@@ -132,6 +132,10 @@ pub struct DiskVectorIndex {
     db: Db,
     dim: usize,
     table: Arc<RwLock<Table>>,
+    /// Put before every row id handed out, unique to this file: a rebuilt index starts its row
+    /// ids again, and the ids the metadata store recorded for the lost one must not name the
+    /// new one's documents.
+    id_prefix: Arc<str>,
 }
 
 impl DiskVectorIndex {
@@ -173,11 +177,28 @@ impl DiskVectorIndex {
                 });
             }
         }
+        let id_prefix = db.run_now(|conn| {
+            // The creation time in nanoseconds: distinct for every file ever made here.
+            let fresh = format!(
+                "{:x}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            );
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('id_prefix', ?1) ON CONFLICT DO NOTHING",
+                [fresh],
+            )?;
+            conn.query_row("SELECT value FROM meta WHERE key = 'id_prefix'", [], |r| {
+                r.get::<_, String>(0)
+            })
+        })?;
         let table = db.run_now(|conn| load(conn, dim))?;
         Ok(DiskVectorIndex {
             db,
             dim,
             table: Arc::new(RwLock::new(table)),
+            id_prefix: id_prefix.into(),
         })
     }
 
@@ -218,6 +239,18 @@ impl DiskVectorIndex {
         tracing::warn!(path = %path.display(), moved_to = %aside.display(), error = %err,
             "the vector index was unreadable; starting an empty one");
         Ok((Self::open(path, dim, model)?, Some(aside)))
+    }
+
+    fn doc_id(&self, row: i64) -> String {
+        format!("{}-{row}", self.id_prefix)
+    }
+
+    /// The row a document id names, if it is one of this file's.
+    fn row_of(&self, id: &str) -> Option<i64> {
+        id.strip_prefix(&*self.id_prefix)?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
     }
 
     fn invalid(&self, what: String, reason: String) -> StoreError {
@@ -443,12 +476,12 @@ impl VectorIndex for DiskVectorIndex {
             };
             table.push(row, &d.vector);
         }
-        Ok(ids.iter().map(i64::to_string).collect())
+        Ok(ids.iter().map(|&id| self.doc_id(id)).collect())
     }
 
     async fn delete(&self, ids: &[String]) -> Result<(), StoreError> {
         // Ids are this index's row ids; anything else names no document here.
-        let rows: Vec<i64> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+        let rows: Vec<i64> = ids.iter().filter_map(|id| self.row_of(id)).collect();
         if rows.is_empty() {
             return Ok(());
         }
@@ -476,15 +509,17 @@ impl VectorIndex for DiskVectorIndex {
     async fn batch_ids(&self, batch: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let batch = batch.to_owned();
         let limit = limit.min(1 << 40) as i64;
-        self.db
+        let rows: Vec<i64> = self
+            .db
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id FROM vectors WHERE batch = ?1 ORDER BY id LIMIT ?2",
                 )?;
                 let rows = stmt.query_map(params![batch, limit], |r| r.get::<_, i64>(0))?;
-                rows.map(|id| id.map(|id| id.to_string())).collect()
+                rows.collect()
             })
-            .await
+            .await?;
+        Ok(rows.into_iter().map(|id| self.doc_id(id)).collect())
     }
 
     async fn knn(
@@ -567,6 +602,13 @@ mod tests {
         assert_eq!(reopened.batch_ids("b1", 10).await.unwrap(), ids[1..]);
         reopened.delete(&ids).await.unwrap();
         assert_eq!(reopened.count(None).await.unwrap(), 0);
+        // A new file's ids never name an earlier file's documents, though both number rows
+        // from 1.
+        let other = DiskVectorIndex::open(&dir.path().join("other.db"), 8, "test").unwrap();
+        let fresh = other.insert("b2", &[doc(0)]).await.unwrap();
+        assert_ne!(fresh, ids[..1]);
+        other.delete(&ids).await.unwrap();
+        assert_eq!(other.count(None).await.unwrap(), 1);
     }
 
     #[tokio::test]
