@@ -1577,6 +1577,13 @@ mod tests {
         server: StrictAoss,
     }
 
+    /// A plain HTTP client. The workspace compiles rustls with two providers (the AWS SDK's
+    /// aws-lc-rs, the mongodb driver's ring), so reqwest needs one installed before it builds.
+    fn http_client() -> reqwest::Client {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        reqwest::Client::new()
+    }
+
     impl Client {
         fn start(delay_ms: u64) -> Client {
             let server = StrictAoss::start(StrictAossOptions {
@@ -1587,7 +1594,7 @@ mod tests {
             })
             .unwrap();
             Client {
-                http: reqwest::Client::new(),
+                http: http_client(),
                 server,
             }
         }
@@ -1853,7 +1860,7 @@ mod tests {
         );
 
         c.server.pause();
-        let fresh = reqwest::Client::new();
+        let fresh = http_client();
         let err = fresh
             .get(format!("{}/idx/_mapping", c.server.endpoint()))
             .send()
