@@ -113,6 +113,63 @@ if created and tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]
 return value
 "#;
 
+/// The server's clock in ms, for the admission-set scripts (members are scored by expiry).
+const NOW_MS: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"#;
+
+/// KEYS: set. ARGV: limit, ttl (ms), members... Returns how many of the members (a prefix)
+/// are in the set afterwards. Expired members are dropped first; the set key itself lives as
+/// long as its longest-lived member.
+const ADMIT: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+local limit = tonumber(ARGV[1])
+local expiry = now + tonumber(ARGV[2])
+local taken = 0
+for i = 3, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], expiry, ARGV[i])
+  elseif n < limit then
+    redis.call('ZADD', KEYS[1], expiry, ARGV[i])
+    n = n + 1
+  else
+    break
+  end
+  taken = taken + 1
+end
+if taken > 0 and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return taken
+"#;
+
+/// KEYS: set. ARGV: member. Returns 1 if a live member was removed.
+const RETIRE: &str = r#"
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if tonumber(s) > now then return 1 end
+return 0
+"#;
+
+/// KEYS: set. ARGV: members... Returns 1 or 0 per member: in the set and live.
+const ADMITTED: &str = r#"
+local out = {}
+for i = 1, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) > now then out[i] = 1 else out[i] = 0 end
+end
+return out
+"#;
+
+/// KEYS: set. Live members.
+const OCCUPANCY: &str = r#"
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+"#;
+
 /// Where the Redis is and how to reach it. The caller reads `password` (the AUTH token) from
 /// Secrets Manager; nothing here logs it.
 #[derive(Clone, PartialEq, Eq)]
@@ -177,6 +234,10 @@ struct Scripts {
     set_marker: Script,
     has_marker: Script,
     add: Script,
+    admit: Script,
+    retire: Script,
+    admitted: Script,
+    occupancy: Script,
 }
 
 impl Scripts {
@@ -189,11 +250,19 @@ impl Scripts {
             set_marker: Script::from_lua(SET_MARKER),
             has_marker: Script::from_lua(HAS_MARKER),
             add: Script::from_lua(ADD),
+            admit: Script::from_lua(format!("{NOW_MS}{ADMIT}")),
+            retire: Script::from_lua(format!("{NOW_MS}{RETIRE}")),
+            admitted: Script::from_lua(format!("{NOW_MS}{ADMITTED}")),
+            occupancy: Script::from_lua(format!("{NOW_MS}{OCCUPANCY}")),
         }
     }
 
-    fn all(&self) -> [&Script; 7] {
+    fn all(&self) -> [&Script; 11] {
         [
+            &self.admit,
+            &self.retire,
+            &self.admitted,
+            &self.occupancy,
             &self.acquire,
             &self.renew,
             &self.release,
@@ -515,6 +584,58 @@ impl Coordination for RedisCoordination {
             vec![by.into(), ttl_ms.into()],
         )
         .await
+    }
+
+    async fn admit(
+        &self,
+        key: &str,
+        members: &[String],
+        limit: u64,
+        ttl: Duration,
+    ) -> Result<usize, CoordError> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let mut args: Vec<Value> = Vec::with_capacity(members.len() + 2);
+        args.push(limit.min(i64::MAX as u64).to_string().into());
+        args.push(millis(ttl).into());
+        args.extend(members.iter().map(|m| Value::from(m.as_str())));
+        let taken: i64 = self
+            .eval(&self.scripts.admit, vec![self.key("set", key)], args)
+            .await?;
+        Ok(usize::try_from(taken).unwrap_or(0))
+    }
+
+    async fn retire(&self, key: &str, member: &str) -> Result<bool, CoordError> {
+        let removed: i64 = self
+            .eval(
+                &self.scripts.retire,
+                vec![self.key("set", key)],
+                vec![member.into()],
+            )
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn admitted(&self, key: &str, members: &[String]) -> Result<Vec<bool>, CoordError> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let flags: Vec<i64> = self
+            .eval(
+                &self.scripts.admitted,
+                vec![self.key("set", key)],
+                members.iter().map(|m| Value::from(m.as_str())).collect(),
+            )
+            .await?;
+        Ok(flags.into_iter().map(|f| f == 1).collect())
+    }
+
+    async fn occupancy(&self, key: &str) -> Result<u64, CoordError> {
+        let n: i64 = self
+            .eval(&self.scripts.occupancy, vec![self.key("set", key)], vec![])
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
 

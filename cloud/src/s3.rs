@@ -303,6 +303,7 @@ impl RecordingSource for S3Recordings {
         &self,
         bucket: &str,
         prefix: &str,
+        start_after: Option<String>,
     ) -> BoxStream<'static, Result<RecordingMeta, StoreError>> {
         /// Where the listing is: the next page's token, or the end.
         enum Cursor {
@@ -318,14 +319,16 @@ impl RecordingSource for S3Recordings {
         let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
         stream::try_unfold(Cursor::Start, move |cursor| {
             let (client, bucket, prefix) = (client.clone(), bucket.clone(), prefix.clone());
+            let start_after = start_after.clone();
             async move {
-                let token = match cursor {
-                    Cursor::Start => None,
-                    Cursor::Next(token) => Some(token),
+                // StartAfter applies to the first request; the token carries it on.
+                let (token, start_after) = match cursor {
+                    Cursor::Start => (None, start_after),
+                    Cursor::Next(token) => (Some(token), None),
                     Cursor::Done => return Ok(None),
                 };
                 let (objects, next) =
-                    list_page(&client, &bucket, &prefix, page_size, token).await?;
+                    list_page(&client, &bucket, &prefix, page_size, token, start_after).await?;
                 let cursor = next.map_or(Cursor::Done, Cursor::Next);
                 Ok(Some((objects, cursor)))
             }
@@ -343,6 +346,7 @@ async fn list_page(
     prefix: &str,
     page_size: Option<i32>,
     token: Option<String>,
+    start_after: Option<String>,
 ) -> Result<(Vec<RecordingMeta>, Option<String>), StoreError> {
     let page = client
         .list_objects_v2()
@@ -350,6 +354,7 @@ async fn list_page(
         .prefix(prefix)
         .set_max_keys(page_size)
         .set_continuation_token(token)
+        .set_start_after(start_after)
         .send()
         .await
         .map_err(|e| map_error(&e, format!("s3://{bucket}/{prefix}")))?;

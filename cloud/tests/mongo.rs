@@ -118,6 +118,13 @@ async fn mongodb_passes_the_metadata_conformance_suite() {
 }
 
 #[tokio::test]
+async fn mongodb_passes_the_job_conformance_suite() {
+    let server = MongoServer::start();
+    let store = ready_store(&server, "jobs").await;
+    conformance::job_store(&store, &store).await;
+}
+
+#[tokio::test]
 async fn indexes_are_created_idempotently_and_checked_before_use() {
     let server = MongoServer::start();
     let store = connect(&server, &fresh_database("indexes")).await;

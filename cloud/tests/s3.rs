@@ -106,7 +106,7 @@ async fn recording_keys_are_listed_and_read_exactly_as_written() {
     let source = S3Recordings::new(s3);
 
     let listed: Vec<_> = source
-        .list("customer", "calls/")
+        .list("customer", "calls/", None)
         .try_collect::<Vec<_>>()
         .await
         .expect("list");
@@ -131,7 +131,7 @@ async fn recording_keys_are_listed_and_read_exactly_as_written() {
 
     // `//` is not `/`: the prefix `calls//` finds only the double-slash key.
     let doubled: Vec<_> = source
-        .list("customer", "calls//")
+        .list("customer", "calls//", None)
         .map_ok(|m| m.key)
         .try_collect::<Vec<_>>()
         .await
@@ -161,7 +161,7 @@ async fn a_long_listing_arrives_complete_and_in_order_across_pages() {
     let started = Instant::now();
     let source = S3Recordings::new(s3).with_page_size(250);
     let listed: Vec<String> = source
-        .list("many", "day/")
+        .list("many", "day/", None)
         .map_ok(|m| m.key)
         .try_collect()
         .await
@@ -173,9 +173,19 @@ async fn a_long_listing_arrives_complete_and_in_order_across_pages() {
     eprintln!("listed {N} objects in 10 pages in {:?}", started.elapsed());
 
     // The stream is lazy: taking a few items and dropping it is fine (and costs one page).
-    let first: Vec<_> = source.list("many", "day/").take(3).collect().await;
+    let first: Vec<_> = source.list("many", "day/", None).take(3).collect().await;
     assert_eq!(first.len(), 3);
     assert_eq!(first[0].as_ref().unwrap().key, "day/00000.wav");
+
+    // Resuming after a key lists exactly what follows it, across pages.
+    let after = want[N / 2].clone();
+    let rest: Vec<String> = source
+        .list("many", "day/", Some(after))
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .expect("list after a key");
+    assert_eq!(rest, want[N / 2 + 1..], "start_after resumes after the key");
 }
 
 #[tokio::test]
@@ -369,7 +379,10 @@ async fn missing_objects_and_buckets_are_told_apart() {
     let err = store.put("a", b"x".to_vec()).await.unwrap_err();
     assert!(err.to_string().contains("no such bucket"), "{err}");
     assert_eq!(err.kind(), ErrorKind::Permanent);
-    let listing = source.list("absent-bucket", "").collect::<Vec<_>>().await;
+    let listing = source
+        .list("absent-bucket", "", None)
+        .collect::<Vec<_>>()
+        .await;
     assert_eq!(
         listing.len(),
         1,
@@ -401,7 +414,7 @@ async fn an_endpoint_that_is_down_fails_fast_and_transiently() {
     );
     eprintln!("gave up after {took:?}: {err}");
     let listing = S3Recordings::new(s3.clone())
-        .list("flaky", "")
+        .list("flaky", "", None)
         .collect::<Vec<_>>()
         .await;
     assert!(matches!(

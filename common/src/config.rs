@@ -67,6 +67,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `callpipe live`: the live-call gateway.
     pub live: LiveConfig,
+    /// `callpipe backfill`: admission control and the estimates of `--dry-run`.
+    pub backfill: BackfillConfig,
 }
 
 /// `[ingest]`: limits and the audio front end.
@@ -670,6 +672,43 @@ impl Default for RunConfig {
     }
 }
 
+/// `[backfill]`: how much history `callpipe backfill` lets into the pipeline.
+///
+/// The limits hold across every backfill process of a deployment at once: admission goes
+/// through the coordination store (Redis), one place per call from its enqueue until its
+/// outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackfillConfig {
+    /// Backfill calls in the pipeline at once (enqueued and not yet indexed or failed), all
+    /// backfill processes together. Keeps a backfill of millions of objects from flooding
+    /// the queues (SQS allows 120,000 in flight) and the index; also what one ingest worker's
+    /// backlog can hold when it falls behind.
+    pub max_in_flight: u64,
+    /// Calls admitted per second, all backfill processes together; 0 = no rate limit (the
+    /// in-flight bound alone).
+    pub rate: f64,
+    /// A call's place expires this long after its admission if no stage retires it (its
+    /// message went to a dead-letter queue, a worker died while recording the outcome).
+    pub in_flight_ttl_s: u64,
+    /// Transcribe workers `--dry-run` assumes for its time and cost estimate.
+    pub workers: u64,
+    /// What one transcribe worker costs per hour (USD), for `--dry-run`; 0 = no cost shown.
+    pub worker_hour_usd: f64,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        BackfillConfig {
+            max_in_flight: 500,
+            rate: 0.0,
+            in_flight_ttl_s: 86_400,
+            workers: 1,
+            worker_hour_usd: 0.0,
+        }
+    }
+}
+
 /// Bounds shared by [`Config::validate`] and the command-line flags that override the same
 /// keys, so a flag can never ask for what the config would refuse.
 pub mod limits {
@@ -1014,6 +1053,32 @@ impl Config {
         }
         if !(1..=65_536).contains(&queue.capacity) {
             p.add("queue.capacity", "must be within [1, 65536]");
+        }
+
+        let backfill = &self.backfill;
+        if !(1..=100_000).contains(&backfill.max_in_flight) {
+            p.add(
+                "backfill.max_in_flight",
+                "must be within [1, 100000] (SQS holds at most 120000 messages in flight)",
+            );
+        }
+        if !(0.0..=10_000.0).contains(&backfill.rate) {
+            p.add(
+                "backfill.rate",
+                "must be within [0, 10000] calls per second",
+            );
+        }
+        if !(60..=14 * 86_400).contains(&backfill.in_flight_ttl_s) {
+            p.add(
+                "backfill.in_flight_ttl_s",
+                "must be within [60, 1209600] seconds (a queue keeps a message 14 days at most)",
+            );
+        }
+        if !(1..=100_000).contains(&backfill.workers) {
+            p.add("backfill.workers", "must be within [1, 100000]");
+        }
+        if !(0.0..=10_000.0).contains(&backfill.worker_hour_usd) {
+            p.add("backfill.worker_hour_usd", "must be within [0, 10000]");
         }
 
         let redis = &self.redis;

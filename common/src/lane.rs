@@ -30,6 +30,17 @@ impl Lane {
         self as usize
     }
 
+    /// The coordination store's admission set of this lane's calls in the pipeline, one
+    /// member per call from its admission until its outcome. Live and new uploads share one:
+    /// the ingest workers take backfill work only while it is empty. The backfill lane's is
+    /// bounded by `[backfill] max_in_flight`.
+    pub fn in_flight_key(self) -> &'static str {
+        match self {
+            Lane::Live | Lane::Upload => "in-flight/upload",
+            Lane::Backfill => "in-flight/backfill",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Lane::Live => "live",

@@ -83,6 +83,10 @@ pub struct CallFacts {
     /// LastModified), if known: what orders revisions at the index stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_ms: Option<i64>,
+    /// The backfill pass that enqueued the call (`JOB/PASS`), recorded on the call so the
+    /// job's status can count what became of its calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<String>,
 }
 
 /// Work for the ingest stage: read, decode and plan one recording.
@@ -94,6 +98,9 @@ pub struct IngestJob {
     /// Reprocess even if this revision is already indexed.
     #[serde(default)]
     pub force: bool,
+    /// The backfill pass that enqueued it, if one did ([`CallFacts::backfill`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<String>,
 }
 
 /// Work for the transcribe stage: the plan ingest wrote.
@@ -207,7 +214,14 @@ impl IngestJob {
             source,
             lane,
             force,
+            backfill: None,
         }
+    }
+
+    /// The same job, tagged with the backfill pass that enqueued it.
+    pub fn with_backfill(mut self, tag: String) -> Self {
+        self.backfill = Some(tag);
+        self
     }
 }
 
@@ -254,6 +268,7 @@ mod tests {
             channels: vec![Role::Agent, Role::Customer],
             stage_times: StageTimes::default(),
             modified_ms: None,
+            backfill: Some("bf-1/2".into()),
         };
         let job = IndexJob {
             v: VERSION,

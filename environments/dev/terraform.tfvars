@@ -79,4 +79,5 @@ oldest_message_age_thresholds = {
   ingest     = 1800
   transcribe = 7200
   index      = 1800
+  backfill   = 86400 # the lane waits behind uploads by design; retention is 4 days
 }

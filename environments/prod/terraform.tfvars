@@ -85,4 +85,5 @@ oldest_message_age_thresholds = {
   ingest     = 600
   transcribe = 1800
   index      = 600
+  backfill   = 86400 # the lane waits behind uploads by design; retention is 4 days
 }

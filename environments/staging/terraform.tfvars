@@ -80,4 +80,5 @@ oldest_message_age_thresholds = {
   ingest     = 900
   transcribe = 3600
   index      = 900
+  backfill   = 86400 # the lane waits behind uploads by design; retention is 4 days
 }

@@ -193,6 +193,32 @@ pub fn timestamp_in_name(name: &str) -> Option<i64> {
     None
 }
 
+/// The recording time an object key tells: a timestamp in its file name
+/// ([`timestamp_in_name`]), else a date in its folders (`2024/03/05/…`, `2024-03-05/…`, or
+/// Hive style `year=2024/month=03/day=05/…`), read as UTC midnight.
+pub fn timestamp_in_key(key: &str) -> Option<i64> {
+    let (folders, name) = key.rsplit_once('/').unwrap_or(("", key));
+    if let Some(t) = timestamp_in_name(name) {
+        return Some(t);
+    }
+    let parts: Vec<&str> = folders
+        .split('/')
+        .map(|p| p.rsplit_once('=').map_or(p, |(_, v)| v))
+        .collect();
+    let digits = |s: &str, len: std::ops::RangeInclusive<usize>| {
+        len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    for w in parts.windows(3) {
+        if digits(w[0], 4..=4) && digits(w[1], 1..=2) && digits(w[2], 1..=2) {
+            let joined = format!("{}-{:0>2}-{:0>2}", w[0], w[1], w[2]);
+            if let Some(t) = timestamp_in_name(&joined) {
+                return Some(t);
+            }
+        }
+    }
+    parts.iter().rev().find_map(|p| timestamp_in_name(p))
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -224,6 +250,25 @@ mod tests {
         assert_eq!(timestamp_in_name("call_00.wav"), None);
         assert_eq!(timestamp_in_name("id-123456789.wav"), None);
         assert_eq!(timestamp_in_name("2026-13-02.wav"), None);
+    }
+
+    #[test]
+    fn timestamps_in_object_keys() {
+        let day = 1_772_409_600_000; // 2026-03-02
+        assert_eq!(timestamp_in_key("calls/2026/03/02/agent7.wav"), Some(day));
+        assert_eq!(timestamp_in_key("calls/2026/3/2/a.wav"), Some(day));
+        assert_eq!(
+            timestamp_in_key("year=2026/month=03/day=02/a.wav"),
+            Some(day)
+        );
+        assert_eq!(timestamp_in_key("2026-03-02/x/a.wav"), Some(day));
+        assert_eq!(
+            timestamp_in_key("2025/01/01/20260302T091405.wav"),
+            Some(1_772_442_845_000),
+            "the file name wins over the folders"
+        );
+        assert_eq!(timestamp_in_key("calls/a b+c.wav"), None);
+        assert_eq!(timestamp_in_key("1234/56/78/a.wav"), None);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   done markers, heartbeats, and what each error kind does to the message.
 //! - [`run`]: `callpipe run`: the same consumers over in-process queues, fed from a stream of
 //!   sources with a bounded number of calls in flight.
+//! - [`backfill`]: `callpipe backfill`: listings fed into the backfill lane (or `run`'s
+//!   pipeline) under admission control, with checkpoints in the job store.
 //! - [`telemetry`]: worker metrics (Prometheus) and health (`/healthz`, `/metrics`).
 //! - [`error`]: [`JobError`](error::JobError), which carries the error kind the retry and
 //!   acknowledgement logic decides by, and the cause chain for the logs.
@@ -18,6 +20,7 @@
 //! The binary builds the backends from config (embedded or cloud) and hands them in as trait
 //! objects, so this crate compiles no SDK.
 
+pub mod backfill;
 pub mod error;
 pub mod plan;
 pub mod run;

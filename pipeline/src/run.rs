@@ -35,6 +35,8 @@ pub struct RunOptions {
     /// Reprocess revisions already indexed.
     pub force: bool,
     pub lane: Lane,
+    /// The backfill pass feeding this run (`JOB/PASS`), recorded on its calls.
+    pub backfill: Option<String>,
     /// Attempts at a transiently failing job before its call is reported failed.
     pub max_attempts: u32,
 }
@@ -91,11 +93,13 @@ where
         give_up_after: Some(options.max_attempts.max(1)),
         environment_stops: false,
         marker_ttl: Duration::from_secs(3600),
+        lane_ttl: Duration::from_secs(3600),
     };
     let runner =
         |stage, input: &Arc<dyn Queue>, output: Option<&Arc<dyn Queue>>, consumers| StageRunner {
             stage,
             input: Arc::clone(input),
+            backfill: None,
             output: output.cloned(),
             failures: (stage != Stage::Index).then(|| Arc::clone(&index_q)),
             stages: Arc::clone(&stages),
@@ -149,7 +153,8 @@ where
                     Some(source) => {
                         listed += 1;
                         permit.forget();
-                        let job = IngestJob::new(source, options.lane, options.force);
+                        let mut job = IngestJob::new(source, options.lane, options.force);
+                        job.backfill = options.backfill.clone();
                         admitted.fetch_add(1, Ordering::SeqCst);
                         if let Err(e) = ingest_q.send(&job.encode()).await {
                             tracing::error!(error = %e, "queueing a call failed");

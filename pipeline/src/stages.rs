@@ -172,7 +172,8 @@ impl Stages {
             None => None,
         };
         let unread = |error: JobError| {
-            let facts = facts_of(&job.source, job.source.recorded_at_ms.unwrap_or(0));
+            let mut facts = facts_of(&job.source, job.source.recorded_at_ms.unwrap_or(0));
+            facts.backfill = job.backfill.clone();
             failure(
                 error,
                 &call_id,
@@ -189,6 +190,7 @@ impl Stages {
         let revision = read.revision.clone();
         let mut facts = facts_of(&job.source, read.recorded_at_ms);
         facts.modified_ms = read.modified_ms;
+        facts.backfill = job.backfill.clone();
         let guard = Guard {
             token: fence.token(),
             modified_ms: read.modified_ms,
@@ -238,12 +240,13 @@ impl Stages {
         if let Some(m) = &self.metadata {
             // The record shows the attempt at once; it keeps the indexed revision's facts,
             // which search still shows.
-            let started = CallRecord::pending(
+            let mut started = CallRecord::pending(
                 call_id.clone(),
                 revision.clone(),
                 uri.clone(),
                 read.recorded_at_ms,
             );
+            started.backfill = job.backfill.clone();
             match m
                 .put_call(&CallRecord::attempt(existing.as_ref(), &started), &guard)
                 .await
@@ -538,6 +541,7 @@ impl Stages {
         call.speech_s = job.facts.speech_s;
         call.channels = job.facts.channels.clone();
         call.stage_times = job.facts.stage_times;
+        call.backfill = job.facts.backfill.clone();
         match &job.work {
             IndexWork::Failed { stage, reason } => {
                 if existing
@@ -672,6 +676,7 @@ fn facts_of(source: &SourceRef, recorded_at_ms: i64) -> CallFacts {
         channels: Vec::new(),
         stage_times: StageTimes::default(),
         modified_ms: source.modified_ms,
+        backfill: None,
     }
 }
 

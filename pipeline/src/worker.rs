@@ -14,6 +14,12 @@
 //! The message is acknowledged only after the next stage's message is sent, so a crash at any
 //! point leaves the message to come back, and the redelivery finds either the marker or work
 //! that repeats as a no-op.
+//!
+//! **Lanes.** An ingest runner may have a second input, the backfill lane. It receives from it
+//! only when its own queue had nothing and no live or upload call is in the pipeline (the
+//! lane's admission set in the coordination store is empty), so history never delays a call
+//! that just ended at any stage. Every call's outcome retires it from its lane's set, which
+//! frees its place for the next backfill call.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,12 +29,16 @@ use tracing::Instrument as _;
 
 use callpipe_common::coord::{Coordination, Lease};
 use callpipe_common::messages::{IndexJob, IngestJob, Stage, StageMessage, TranscribeJob};
-use callpipe_common::queue::{backoff, Queue, Received};
+use callpipe_common::queue::{backoff, Queue, QueueError, Received};
 use callpipe_common::{CallId, ErrorKind, Lane};
 
 use crate::error::{Classified as _, JobError};
 use crate::stages::{CallOutcome, Done, Failure, Fence, Stages};
 use crate::telemetry::{Health, WorkerMetrics};
+
+/// The longest a receive waits on one queue when a runner polls two (its own and the
+/// backfill lane).
+const LANE_POLL: Duration = Duration::from_secs(1);
 
 /// How a stage's consumers behave.
 #[derive(Debug, Clone)]
@@ -50,6 +60,9 @@ pub struct Policy {
     pub environment_stops: bool,
     /// How long a done marker is remembered: longer than any redelivery can come.
     pub marker_ttl: Duration,
+    /// How long a live or upload call holds back backfill work if its outcome is never
+    /// recorded (its message went to the dead-letter queue).
+    pub lane_ttl: Duration,
 }
 
 /// Receives each call's outcome (`run`'s summary; the workers' logs).
@@ -60,6 +73,9 @@ pub type Reporter = Arc<dyn Fn(CallOutcome) + Send + Sync>;
 pub struct StageRunner {
     pub stage: Stage,
     pub input: Arc<dyn Queue>,
+    /// The backfill lane (ingest only): received from only when `input` and the live and
+    /// upload lanes are empty.
+    pub backfill: Option<Arc<dyn Queue>>,
     /// Where the stage's results go (ingest → transcribe → index); none after index.
     pub output: Option<Arc<dyn Queue>>,
     /// Where permanent failures are sent to be recorded: the index queue. The index stage
@@ -81,6 +97,22 @@ enum Job {
 }
 
 impl Job {
+    fn lane(&self) -> Lane {
+        match self {
+            Job::Ingest(j) => j.lane,
+            Job::Transcribe(j) => j.lane,
+            Job::Index(j) => j.lane,
+        }
+    }
+
+    fn call_id(&self) -> CallId {
+        match self {
+            Job::Ingest(j) => CallId::from_source(&j.source.uri),
+            Job::Transcribe(j) => j.call_id.clone(),
+            Job::Index(j) => j.call_id.clone(),
+        }
+    }
+
     fn source(&self) -> &str {
         match self {
             Job::Ingest(j) => &j.source.uri,
@@ -128,6 +160,7 @@ impl Job {
             stage = stage.as_str(),
             call_id = %call_id,
             revision = revision.as_deref().unwrap_or("-"),
+            lane = self.lane().as_str(),
         )
     }
 }
@@ -173,13 +206,13 @@ impl StageRunner {
             }
             let received = tokio::select! {
                 _ = shutdown.changed() => continue,
-                r = self.input.receive(1, self.policy.visibility, self.policy.poll_wait) => r,
+                r = self.receive() => r,
             };
             match received {
-                Ok(messages) => {
+                Ok((queue, messages)) => {
                     errors = 0;
                     for message in messages {
-                        self.handle(message, abort.clone()).await;
+                        self.handle(&queue, message, abort.clone()).await;
                     }
                 }
                 Err(e) => {
@@ -204,8 +237,48 @@ impl StageRunner {
         }
     }
 
+    /// The next message: from the stage's own queue, else from the backfill lane if no live
+    /// or upload call is in the pipeline. With a backfill lane, each wait is short, so a new
+    /// upload waits at most about a second behind a poll of the backfill lane.
+    async fn receive(&self) -> Result<(Arc<dyn Queue>, Vec<Received>), QueueError> {
+        let visibility = self.policy.visibility;
+        let Some(backfill) = &self.backfill else {
+            let messages = self
+                .input
+                .receive(1, visibility, self.policy.poll_wait)
+                .await?;
+            return Ok((Arc::clone(&self.input), messages));
+        };
+        let wait = self.policy.poll_wait.min(LANE_POLL);
+        let messages = self.input.receive(1, visibility, wait).await?;
+        if !messages.is_empty() {
+            return Ok((Arc::clone(&self.input), messages));
+        }
+        match self.coord.occupancy(Lane::Upload.in_flight_key()).await {
+            Ok(0) => {}
+            Ok(_) => {
+                // Live or upload calls are in the pipeline: backfill waits until they are done.
+                tokio::time::sleep(wait).await;
+                return Ok((Arc::clone(&self.input), Vec::new()));
+            }
+            Err(e) => {
+                // Cannot tell: leave the backfill alone rather than risk delaying a live call.
+                tracing::warn!(error = %e, "reading the live and upload lanes failed");
+                tokio::time::sleep(wait).await;
+                return Ok((Arc::clone(&self.input), Vec::new()));
+            }
+        }
+        let messages = backfill.receive(1, visibility, wait).await?;
+        Ok((Arc::clone(backfill), messages))
+    }
+
     /// One message, from receipt to acknowledgement or release.
-    async fn handle(&self, message: Received, mut abort: watch::Receiver<bool>) {
+    async fn handle(
+        &self,
+        queue: &Arc<dyn Queue>,
+        message: Received,
+        mut abort: watch::Receiver<bool>,
+    ) {
         let stage = self.stage;
         self.metrics.received(stage);
         let jobs = match self.decode(&message.body) {
@@ -222,7 +295,7 @@ impl StageRunner {
                     error = %e,
                     "malformed message left for the dead-letter queue"
                 );
-                self.settle(&message, Verdict::Release(Duration::ZERO))
+                self.settle(queue, &message, Verdict::Release(Duration::ZERO))
                     .await;
                 return;
             }
@@ -230,7 +303,9 @@ impl StageRunner {
         let mut verdict = Verdict::Ack;
         for job in jobs {
             let span = job.span(stage);
-            let run = self.run_job(&message, &job).instrument(span.clone());
+            let run = self
+                .run_job(queue.as_ref(), &message, &job)
+                .instrument(span.clone());
             let v = tokio::select! {
                 v = run => v,
                 _ = abort.wait_for(|a| *a) => {
@@ -248,7 +323,7 @@ impl StageRunner {
                 }
             }
         }
-        self.settle(&message, verdict).await;
+        self.settle(queue, &message, verdict).await;
     }
 
     fn decode(&self, body: &str) -> Result<Vec<Job>, JobError> {
@@ -283,17 +358,17 @@ impl StageRunner {
         }
     }
 
-    async fn settle(&self, message: &Received, verdict: Verdict) {
+    async fn settle(&self, queue: &Arc<dyn Queue>, message: &Received, verdict: Verdict) {
         let stage = self.stage;
         let result = match verdict {
             Verdict::Ack => {
                 self.metrics.acked(stage);
-                self.input.ack(&message.receipt).await
+                queue.ack(&message.receipt).await
             }
-            Verdict::Release(delay) => self.input.release(&message.receipt, delay).await,
+            Verdict::Release(delay) => queue.release(&message.receipt, delay).await,
             Verdict::Unready(reason) => {
                 self.health.set_unready(reason);
-                self.input.release(&message.receipt, Duration::ZERO).await
+                queue.release(&message.receipt, Duration::ZERO).await
             }
         };
         if let Err(e) = result {
@@ -303,7 +378,7 @@ impl StageRunner {
         }
     }
 
-    async fn run_job(&self, message: &Received, job: &Job) -> Verdict {
+    async fn run_job(&self, queue: &dyn Queue, message: &Received, job: &Job) -> Verdict {
         let stage = self.stage;
         let key = job.key();
         let marker = format!("done/{key}");
@@ -341,6 +416,18 @@ impl StageRunner {
                     .await
             }
         };
+        if self.backfill.is_some() && stage == Stage::Ingest && job.lane() != Lane::Backfill {
+            // The call holds back backfill work until its outcome retires it.
+            let member = [job.call_id().to_string()];
+            let key = job.lane().in_flight_key();
+            if let Err(e) = self
+                .coord
+                .admit(key, &member, u64::MAX, self.policy.lane_ttl)
+                .await
+            {
+                tracing::warn!(error = %e, "marking the call in flight failed");
+            }
+        }
         let _in_flight = self.metrics.job_started(stage);
         tracing::info!(receives = message.receive_count, "started");
         let started = Instant::now();
@@ -350,7 +437,7 @@ impl StageRunner {
         };
         let result = tokio::select! {
             r = self.run_stage(job, &fence) => r,
-            lost = self.heartbeat(message, &lease) => Err(Failure::from(lost)),
+            lost = self.heartbeat(queue, message, &lease) => Err(Failure::from(lost)),
         };
         let verdict = match result {
             Ok(done) => match self.finish(job, done, &fence, &marker).await {
@@ -379,15 +466,11 @@ impl StageRunner {
 
     /// Extends the message and the lease every third of their life; returns only when the
     /// lease is lost (taken over after an expiry), which stops the job.
-    async fn heartbeat(&self, message: &Received, lease: &Lease) -> JobError {
+    async fn heartbeat(&self, queue: &dyn Queue, message: &Received, lease: &Lease) -> JobError {
         let every = self.policy.visibility / 3;
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self
-                .input
-                .extend(&message.receipt, self.policy.visibility)
-                .await
-            {
+            if let Err(e) = queue.extend(&message.receipt, self.policy.visibility).await {
                 tracing::warn!(error = %e, "extending the message's deadline failed");
             }
             match self.coord.renew(lease).await {
@@ -431,12 +514,18 @@ impl StageRunner {
         }
         self.metrics.audio_processed(self.stage, done.audio_s);
         if let Some(outcome) = done.outcome {
-            self.report(outcome);
+            self.report(job, outcome).await;
         }
         Ok(())
     }
 
-    fn report(&self, outcome: CallOutcome) {
+    /// Logs and reports a call's outcome, and retires the call from its lane's admission set.
+    async fn report(&self, job: &Job, outcome: CallOutcome) {
+        let member = job.call_id().to_string();
+        if let Err(e) = self.coord.retire(job.lane().in_flight_key(), &member).await {
+            // Its place frees itself when it expires.
+            tracing::warn!(error = %e, "retiring the call from its lane failed");
+        }
         match &outcome {
             CallOutcome::Indexed { units, audio_s, .. } => {
                 tracing::info!(audio_s, segments = units, "indexed")
@@ -461,17 +550,21 @@ impl StageRunner {
                 self.metrics.failed(stage);
                 let Some(record) = failure.record else {
                     // Nothing to record it on (a malformed piece of a message): report it.
-                    self.report(CallOutcome::Failed {
-                        source: job.source().to_owned(),
-                        reason: error.message().to_owned(),
-                    });
+                    self.report(
+                        job,
+                        CallOutcome::Failed {
+                            source: job.source().to_owned(),
+                            reason: error.message().to_owned(),
+                        },
+                    )
+                    .await;
                     return Verdict::Ack;
                 };
                 let recorded = if stage == Stage::Index {
                     match self.stages.index(&record, &crate::stages::NoFence).await {
                         Ok(done) => {
                             if let Some(outcome) = done.outcome {
-                                self.report(outcome);
+                                self.report(job, outcome).await;
                             }
                             Ok(())
                         }
@@ -502,13 +595,17 @@ impl StageRunner {
                     self.metrics.released(stage, "environment");
                     Verdict::Unready(error.chain())
                 } else {
-                    self.report(CallOutcome::Failed {
-                        source: job.source().to_owned(),
-                        reason: format!(
-                            "{} (not recorded on the call: environment error, the next run retries it)",
-                            error.chain()
-                        ),
-                    });
+                    self.report(
+                        job,
+                        CallOutcome::Failed {
+                            source: job.source().to_owned(),
+                            reason: format!(
+                                "{} (not recorded on the call: environment error, the next run retries it)",
+                                error.chain()
+                            ),
+                        },
+                    )
+                    .await;
                     Verdict::Ack
                 }
             }
@@ -518,15 +615,19 @@ impl StageRunner {
     async fn retry(&self, message: &Received, job: &Job, error: JobError) -> Verdict {
         if let Some(limit) = self.policy.give_up_after {
             if message.receive_count >= limit {
-                self.report(CallOutcome::Failed {
-                    source: job.source().to_owned(),
-                    reason: format!(
-                        "{} (gave up after {} attempts; not recorded on the call: {} error, the next run retries it)",
-                        error.chain(),
-                        message.receive_count,
-                        error.kind().as_str()
-                    ),
-                });
+                self.report(
+                    job,
+                    CallOutcome::Failed {
+                        source: job.source().to_owned(),
+                        reason: format!(
+                            "{} (gave up after {} attempts; not recorded on the call: {} error, the next run retries it)",
+                            error.chain(),
+                            message.receive_count,
+                            error.kind().as_str()
+                        ),
+                    },
+                )
+                .await;
                 return Verdict::Ack;
             }
         }

@@ -74,11 +74,20 @@ impl Context {
             Stage::Transcribe => &q.transcribe_url,
             Stage::Index => &q.index_url,
         };
+        self.sqs_queue(url).await
+    }
+
+    /// The backfill lane's SQS queue (`[queue] backfill_url`), if configured.
+    pub async fn backfill_queue(&self) -> Option<Arc<dyn Queue>> {
+        self.sqs_queue(&self.config.queue.backfill_url).await
+    }
+
+    async fn sqs_queue(&self, url: &str) -> Option<Arc<dyn Queue>> {
         if url.is_empty() {
             return None;
         }
         let client = callpipe_cloud::aws::sqs_client(self.aws().await);
-        Some(Arc::new(SqsQueue::new(client, url.clone())))
+        Some(Arc::new(SqsQueue::new(client, url.to_owned())))
     }
 
     /// Redis when `[redis]` names one, else in-process (one process only).

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use callpipe_cloud::mongo::{MongoMetadata, MongoSettings};
 use callpipe_cloud::opensearch::{OpenSearchIndex, OpenSearchSettings};
 use callpipe_common::config::{MetadataKind, VectorIndexKind};
-use callpipe_common::store::{KeywordIndex, MetadataStore, ObjectStore, VectorIndex, WriterLock};
+use callpipe_common::store::{
+    JobStore, KeywordIndex, MetadataStore, ObjectStore, VectorIndex, WriterLock,
+};
 use callpipe_index::embed::{Embedder, MiniLm};
 use callpipe_index::search::SearchSettings;
 use callpipe_index::store::{DiskVectorIndex, SqliteMetadata};
@@ -97,6 +99,25 @@ impl Context {
         };
         metadata.check_ready().await?;
         Ok(metadata)
+    }
+
+    /// The metadata store and, beside it, its backfill jobs; checked for use.
+    pub async fn open_job_store(
+        &self,
+    ) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn JobStore>)> {
+        let (metadata, jobs): (Arc<dyn MetadataStore>, Arc<dyn JobStore>) =
+            match self.config.storage.metadata {
+                MetadataKind::Sqlite => {
+                    let s = self.open_sqlite().await?;
+                    (s.clone(), s)
+                }
+                MetadataKind::Mongodb => {
+                    let m = self.mongo().await?;
+                    (m.clone(), m)
+                }
+            };
+        metadata.check_ready().await?;
+        Ok((metadata, jobs))
     }
 
     /// The metadata store of an existing data directory (or the cloud store), for commands

@@ -169,6 +169,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         transcribe_consumers: in_flight,
         force: args.force,
         lane: Lane::Upload,
+        backfill: None,
         max_attempts: ctx.config.queue.max_receives,
     };
     let counts = run_sources(stages, sources, options, stop, |outcome| match outcome {
@@ -272,36 +273,38 @@ fn list_s3(
         let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
         ext.is_some_and(|e| extensions.iter().any(|x| x.eq_ignore_ascii_case(&e)))
     };
-    recordings.list(&bucket, &prefix).filter_map(move |item| {
-        let out = match item {
-            Ok(meta) if wanted(&meta.key) => {
-                let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
-                Some(SourceRef {
-                    uri: meta.uri(),
-                    recorded_at_ms: callpipe_ingest::source::timestamp_in_name(name)
-                        .or(meta.last_modified_ms),
-                    modified_ms: meta.last_modified_ms,
-                    version: meta.version,
-                    etag: meta.etag,
-                    size: Some(meta.size),
-                })
-            }
-            Ok(_) => None,
-            Err(e) => {
-                errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(e.to_string());
-                None
-            }
-        };
-        futures::future::ready(out)
-    })
+    recordings
+        .list(&bucket, &prefix, None)
+        .filter_map(move |item| {
+            let out = match item {
+                Ok(meta) if wanted(&meta.key) => {
+                    let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
+                    Some(SourceRef {
+                        uri: meta.uri(),
+                        recorded_at_ms: callpipe_ingest::source::timestamp_in_name(name)
+                            .or(meta.last_modified_ms),
+                        modified_ms: meta.last_modified_ms,
+                        version: meta.version,
+                        etag: meta.etag,
+                        size: Some(meta.size),
+                    })
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(e.to_string());
+                    None
+                }
+            };
+            futures::future::ready(out)
+        })
 }
 
 /// A flag raised by the first Ctrl-C or SIGTERM. A second one exits at once: everything
 /// committed so far stays, and a rerun redoes the calls that were in flight.
-fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+pub(super) fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
     let (flag, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         #[cfg(unix)]

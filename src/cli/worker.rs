@@ -160,6 +160,12 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         environment_stops: true,
         // Longer than SQS keeps a message (at most 14 days), so no redelivery outlives it.
         marker_ttl: Duration::from_secs(15 * 86_400),
+        lane_ttl: LANE_TTL,
+    };
+    let backfill = if wants(Stage::Ingest) {
+        ctx.backfill_queue().await
+    } else {
+        None
     };
     let consumers = |stage: Stage| match stage {
         Stage::Ingest => match w.ingest_consumers {
@@ -177,6 +183,10 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let runner = StageRunner {
             stage,
             input: queue(stage),
+            backfill: match stage {
+                Stage::Ingest => backfill.clone(),
+                _ => None,
+            },
             output: match stage {
                 Stage::Ingest => Some(queue(Stage::Transcribe)),
                 Stage::Transcribe => Some(queue(Stage::Index)),
@@ -193,6 +203,7 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(
             stage = stage.as_str(),
             queue = runner.input.name(),
+            backfill = runner.backfill.as_ref().map(|q| q.name()),
             consumers = runner.policy.consumers,
             "consuming"
         );
@@ -252,6 +263,10 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long a live or upload call holds back backfill work if its outcome is never recorded:
+/// longer than any one call takes through the stages.
+const LANE_TTL: Duration = Duration::from_secs(3600);
 
 /// How often an index worker tries to sweep, and how long its sweep lease lasts.
 const SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);

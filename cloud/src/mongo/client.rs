@@ -13,7 +13,7 @@ use mongodb::bson::{doc, Document};
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Collection, Database};
 
-use super::docs::{BatchRow, SegmentRow, CALLS, SEGMENTS, VECTOR_BATCHES};
+use super::docs::{BatchRow, SegmentRow, BACKFILL_JOBS, CALLS, SEGMENTS, VECTOR_BATCHES};
 use super::error::{describe, is_authentication_failure, Failure};
 use super::{MongoSettings, BACKEND};
 use crate::secrets::{read_secret, secret_field, SecretError};
@@ -44,6 +44,7 @@ pub(super) struct Handles {
     pub calls: Collection<Document>,
     pub segments: Collection<SegmentRow>,
     pub batches: Collection<BatchRow>,
+    pub jobs: Collection<Document>,
 }
 
 /// The current client, and what it takes to build a new one.
@@ -264,6 +265,7 @@ async fn build(uri: &str, database: &str, adjust: &Adjust) -> Result<Handles, Fa
         calls: db.collection(CALLS),
         segments: db.collection(SEGMENTS),
         batches: db.collection(VECTOR_BATCHES),
+        jobs: db.collection(BACKFILL_JOBS),
         db,
         client,
     })

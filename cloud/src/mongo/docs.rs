@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub(super) const CALLS: &str = "calls";
 pub(super) const SEGMENTS: &str = "segments";
 pub(super) const VECTOR_BATCHES: &str = "vector_batches";
+pub(super) const BACKFILL_JOBS: &str = "backfill_jobs";
 
 pub(super) const FENCE: &str = "fence";
 pub(super) const MODIFIED_MS: &str = "modified_ms";

@@ -5,7 +5,7 @@ use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 
-use super::docs::{CALLS, SEGMENTS, VECTOR_BATCHES};
+use super::docs::{BACKFILL_JOBS, CALLS, SEGMENTS, VECTOR_BATCHES};
 
 /// One index: its collection, name and keys.
 pub(super) struct Spec {
@@ -56,6 +56,18 @@ pub(super) const INDEXES: &[Spec] = &[
         collection: VECTOR_BATCHES,
         name: "by_call",
         keys: || doc! { "call_id": 1 },
+    },
+    // job_calls: a backfill pass's calls by status (`backfill status`).
+    Spec {
+        collection: CALLS,
+        name: "by_backfill_status",
+        keys: || doc! { "backfill": 1, "status": 1 },
+    },
+    // list_jobs: most recently updated first.
+    Spec {
+        collection: BACKFILL_JOBS,
+        name: "by_updated_at",
+        keys: || doc! { "updated_at_ms": -1 },
     },
 ];
 

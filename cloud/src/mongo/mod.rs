@@ -15,6 +15,9 @@
 //! - `vector_batches`: one document per batch not yet forgotten, `_id` = the batch id, with
 //!   `call_id`, `revision`, `state` (`open`, `current` or `garbage`), `started_at_ms` and `ids`
 //!   once a commit recorded them.
+//! - `backfill_jobs`: one document per backfill job, `_id` = its id, holding the
+//!   [`BackfillJob`](callpipe_common::store::BackfillJob); written by compare-and-set on its
+//!   `version` ([`JobStore`](callpipe_common::store::JobStore), in `jobs.rs`).
 //!
 //! # Conditional writes
 //! Every write to a call document is a compare-and-set: the call is read, [`Guard::refusal`]
@@ -46,6 +49,7 @@ mod client;
 mod docs;
 mod error;
 mod indexes;
+mod jobs;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -495,6 +499,20 @@ impl MetadataStore for MongoMetadata {
                 .await?
                 .map(|doc| call_from_document(doc).map_err(Failure::Malformed))
                 .transpose()
+        })
+        .await
+    }
+
+    async fn get_calls(&self, ids: &[CallId]) -> Result<Vec<CallRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+        let query = doc! { "_id": { "$in": &ids } };
+        let n = ids.len();
+        self.run(&format!("read of {n} calls"), |h| {
+            let query = query.clone();
+            async move { collect_calls(&h.calls, query, doc! { "_id": 1 }, n).await }
         })
         .await
     }

@@ -40,6 +40,8 @@ pub async fn coordination(c: &dyn Coordination, ttl: Duration) {
     markers(c, &format!("{base}/marker"), ttl).await;
     counters(c, &format!("{base}/counter"), ttl).await;
     namespaces(c, &format!("{base}/shared"), ttl).await;
+    admission(c, &format!("{base}/admission"), ttl).await;
+    racing_admissions(c, &format!("{base}/admission-race"), ttl).await;
 }
 
 async fn acquire(c: &dyn Coordination, key: &str, ttl: Duration) -> Option<Lease> {
@@ -257,6 +259,105 @@ async fn counters(c: &dyn Coordination, key: &str, ttl: Duration) {
         0,
         "rule: a counter created with ttl zero never expires, whatever later adds pass"
     );
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix} {i}/ü")).collect()
+}
+
+async fn admission(c: &dyn Coordination, key: &str, ttl: Duration) {
+    let long = ttl * 20;
+    let calls = names("call", 5);
+    assert_eq!(
+        c.admit(key, &calls, 3, long).await.expect("admit"),
+        3,
+        "rule: admit takes members in order up to the limit"
+    );
+    assert_eq!(c.occupancy(key).await.expect("occupancy"), 3);
+    assert_eq!(
+        c.admit(key, &calls, 3, long).await.expect("admit"),
+        3,
+        "rule: members already admitted count as taken, and take no second place"
+    );
+    assert_eq!(
+        c.admitted(key, &calls).await.expect("admitted"),
+        vec![true, true, true, false, false],
+        "rule: admitted tells members from non-members, in order"
+    );
+    assert!(
+        c.retire(key, &calls[1]).await.expect("retire"),
+        "rule: retiring a member says it was there"
+    );
+    assert!(
+        !c.retire(key, &calls[1]).await.expect("retire"),
+        "rule: retiring twice says it was not there the second time"
+    );
+    assert_eq!(
+        c.admit(key, &calls[3..], 3, long).await.expect("admit"),
+        1,
+        "rule: a retired member frees exactly one place"
+    );
+    assert_eq!(
+        c.admit(&format!("{key}/other"), &calls, 2, long)
+            .await
+            .expect("admit"),
+        2,
+        "rule: admission sets on other keys are independent"
+    );
+    assert_eq!(
+        c.admit(key, &calls[4..], 0, long).await.expect("admit"),
+        0,
+        "rule: a limit of zero admits nothing new"
+    );
+
+    // Expiry: a member admitted with a short ttl frees its place on its own.
+    let short = format!("{key}/short");
+    assert_eq!(
+        c.admit(&short, &calls[..2], 2, ttl).await.expect("admit"),
+        2
+    );
+    sleep(ttl / 2).await;
+    assert_eq!(
+        c.admit(&short, &calls[..1], 2, ttl * 4)
+            .await
+            .expect("admit"),
+        1,
+        "rule: admitting a member again renews its expiry"
+    );
+    sleep(ttl * 3 / 4).await;
+    assert_eq!(
+        c.occupancy(&short).await.expect("occupancy"),
+        1,
+        "rule: a member expires ttl after its (last) admission"
+    );
+    assert_eq!(
+        c.admitted(&short, &calls[..2]).await.expect("admitted"),
+        vec![true, false],
+        "rule: an expired member is not admitted"
+    );
+    assert!(
+        !c.retire(&short, &calls[1]).await.expect("retire"),
+        "rule: retiring an expired member says it was not there"
+    );
+    assert_eq!(
+        c.admit(&short, &calls[1..3], 2, ttl).await.expect("admit"),
+        1,
+        "rule: an expired member's place is free again"
+    );
+}
+
+/// Many producers admitting different members at once never overfill the set.
+async fn racing_admissions(c: &dyn Coordination, key: &str, ttl: Duration) {
+    let batches: Vec<Vec<String>> = (0..RACERS)
+        .map(|r| names(&format!("racer {r}"), 3))
+        .collect();
+    let taken = join_all(batches.iter().map(|b| c.admit(key, b, 10, ttl * 20))).await;
+    let total: usize = taken.into_iter().map(|t| t.expect("admit")).sum();
+    assert_eq!(
+        total, 10,
+        "rule: racing admits fill the set exactly to its limit"
+    );
+    assert_eq!(c.occupancy(key).await.expect("occupancy"), 10);
 }
 
 /// Leases, markers and counters each have their own namespace.

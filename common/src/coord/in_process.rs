@@ -38,6 +38,8 @@ struct State {
     markers: HashMap<String, Deadline>,
     /// Value and expiry (fixed at creation) of each counter.
     counters: HashMap<String, (i64, Deadline)>,
+    /// Each admission set's members and their expiries.
+    sets: HashMap<String, HashMap<String, Deadline>>,
     ops_since_sweep: usize,
 }
 
@@ -80,13 +82,27 @@ impl InProcessCoordination {
 
 impl State {
     fn len(&self) -> usize {
-        self.leases.len() + self.markers.len() + self.counters.len()
+        self.leases.len()
+            + self.markers.len()
+            + self.counters.len()
+            + self.sets.values().map(HashMap::len).sum::<usize>()
+    }
+
+    /// The set's live members, with the expired ones dropped.
+    fn set(&mut self, key: &str, now: Instant) -> &mut HashMap<String, Deadline> {
+        let set = self.sets.entry(key.to_owned()).or_default();
+        set.retain(|_, until| live(*until, now));
+        set
     }
 
     fn sweep(&mut self, now: Instant) {
         self.leases.retain(|_, (_, until)| live(*until, now));
         self.markers.retain(|_, until| live(*until, now));
         self.counters.retain(|_, (_, until)| live(*until, now));
+        for set in self.sets.values_mut() {
+            set.retain(|_, until| live(*until, now));
+        }
+        self.sets.retain(|_, set| !set.is_empty());
         self.ops_since_sweep = 0;
     }
 }
@@ -181,6 +197,49 @@ impl Coordination for InProcessCoordination {
         // Saturating, like a rate limit would want, rather than a panic or a wrap.
         entry.0 = entry.0.saturating_add(by);
         Ok(entry.0)
+    }
+
+    async fn admit(
+        &self,
+        key: &str,
+        members: &[String],
+        limit: u64,
+        ttl: Duration,
+    ) -> Result<usize, CoordError> {
+        let now = Instant::now();
+        let mut state = self.lock(now);
+        let set = state.set(key, now);
+        let mut taken = 0;
+        for member in members {
+            if let Some(until) = set.get_mut(member) {
+                *until = deadline(now, ttl);
+            } else if (set.len() as u64) < limit {
+                set.insert(member.clone(), deadline(now, ttl));
+            } else {
+                break;
+            }
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
+    async fn retire(&self, key: &str, member: &str) -> Result<bool, CoordError> {
+        let now = Instant::now();
+        let mut state = self.lock(now);
+        Ok(state.set(key, now).remove(member).is_some())
+    }
+
+    async fn admitted(&self, key: &str, members: &[String]) -> Result<Vec<bool>, CoordError> {
+        let now = Instant::now();
+        let mut state = self.lock(now);
+        let set = state.set(key, now);
+        Ok(members.iter().map(|m| set.contains_key(m)).collect())
+    }
+
+    async fn occupancy(&self, key: &str) -> Result<u64, CoordError> {
+        let now = Instant::now();
+        let mut state = self.lock(now);
+        Ok(state.set(key, now).len() as u64)
     }
 }
 

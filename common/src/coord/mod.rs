@@ -9,7 +9,10 @@
 //! partitioned) cannot overwrite its successor's work.
 //!
 //! Markers remember that a stage of a revision is done, so a redelivered message is
-//! acknowledged without redoing the work; counters serve rate limits and admission control.
+//! acknowledged without redoing the work; counters serve rate limits. Admission sets bound
+//! how much of a lane is in the pipeline at once: a producer [`Coordination::admit`]s a call
+//! before it sends it, the stage that finishes the call [`Coordination::retire`]s it, and a
+//! member whose finisher died expires after its ttl instead of holding its place for ever.
 //!
 //! [`InProcessCoordination`] is the embedded implementation; Redis (`fred`) lives in
 //! `callpipe-cloud`. Both pass [`conformance::coordination`].
@@ -86,4 +89,26 @@ pub trait Coordination: std::fmt::Debug + Send + Sync + 'static {
     /// that did not exist starts at 0 and expires `ttl` after its creation (zero: never), which
     /// makes fixed-window rate limits one call.
     async fn add(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, CoordError>;
+
+    /// Adds `members` to the admission set at `key`, in order, while the set has fewer than
+    /// `limit` live members, atomically against every other caller. Returns how many were
+    /// taken: always a prefix of `members`. A member already in the set counts as taken
+    /// without taking a second place (its expiry is renewed), so a producer that retries
+    /// after a crash is not admitted twice. Each member expires `ttl` after its admission.
+    async fn admit(
+        &self,
+        key: &str,
+        members: &[String],
+        limit: u64,
+        ttl: Duration,
+    ) -> Result<usize, CoordError>;
+
+    /// Removes `member` from the set; `true` if it was there (and live).
+    async fn retire(&self, key: &str, member: &str) -> Result<bool, CoordError>;
+
+    /// For each of `members`, whether it is in the set and live.
+    async fn admitted(&self, key: &str, members: &[String]) -> Result<Vec<bool>, CoordError>;
+
+    /// Live members of the set.
+    async fn occupancy(&self, key: &str) -> Result<u64, CoordError>;
 }

@@ -1180,3 +1180,192 @@ pub async fn vector_index(index: &dyn VectorIndex, consistency: Duration) {
         .expect("delete");
     count_is(None, 0, "everything deleted").await;
 }
+
+/// Backfill jobs: create once, compare-and-set writes, listing order, and what became of a
+/// pass's calls (read from the call records the pass tagged), plus batched call reads.
+///
+/// `store` is the same backend as `metadata` (the job store lives beside the calls).
+pub async fn job_store(store: &dyn super::JobStore, metadata: &dyn MetadataStore) {
+    use super::{BackfillJob, Cursor, JobCounts, JobState};
+
+    assert!(
+        store.get_job("bf-1").await.expect("get_job").is_none(),
+        "rule: an unknown job is None"
+    );
+    let mut job = BackfillJob {
+        id: "bf-1".into(),
+        sources: vec!["s3://calls/2024/ ü+x/".into()],
+        since_ms: Some(DAY0_MS),
+        until_ms: None,
+        pass: 1,
+        state: JobState::Running,
+        cursor: Cursor::default(),
+        counts: JobCounts::default(),
+        survey: None,
+        error: None,
+        created_at_ms: DAY0_MS,
+        pass_started_at_ms: DAY0_MS,
+        updated_at_ms: DAY0_MS,
+        finished_at_ms: None,
+        version: 0,
+    };
+    assert!(
+        store.put_job(&job, None).await.expect("put_job"),
+        "rule: a new job is created"
+    );
+    assert!(
+        !store.put_job(&job, None).await.expect("put_job"),
+        "rule: creating a job that exists is refused"
+    );
+    let stored = store.get_job("bf-1").await.expect("get_job").expect("job");
+    assert_eq!(
+        stored.version, 1,
+        "rule: the stored version is expected + 1 (0 + 1 on creation)"
+    );
+    assert_eq!(
+        BackfillJob {
+            version: 0,
+            ..stored.clone()
+        },
+        job,
+        "rule: a job reads back as written"
+    );
+
+    job = stored;
+    job.cursor = Cursor {
+        source: 0,
+        after: Some("2024/ ü+x/a b.wav".into()),
+    };
+    job.counts.listed = 10;
+    job.counts.enqueued = 7;
+    job.updated_at_ms = DAY0_MS + 1;
+    assert!(store.put_job(&job, Some(1)).await.expect("put_job"));
+    assert!(
+        !store.put_job(&job, Some(1)).await.expect("put_job"),
+        "rule: a write expecting an old version is refused"
+    );
+    let stored = store.get_job("bf-1").await.expect("get_job").expect("job");
+    assert_eq!(stored.version, 2);
+    assert_eq!(
+        stored.cursor, job.cursor,
+        "rule: the cursor is kept exactly"
+    );
+    assert_eq!(stored.counts, job.counts);
+
+    let mut other = job.clone();
+    other.id = "bf-2".into();
+    other.updated_at_ms = DAY0_MS + 5;
+    assert!(store.put_job(&other, None).await.expect("put_job"));
+    let ids: Vec<String> = store
+        .list_jobs(10)
+        .await
+        .expect("list_jobs")
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(ids, ["bf-2", "bf-1"], "rule: jobs list newest update first");
+    assert_eq!(store.list_jobs(1).await.expect("list_jobs").len(), 1);
+
+    // Racing writers with the same expected version: exactly one wins.
+    let racers: Vec<BackfillJob> = (0..8)
+        .map(|i| {
+            let mut j = job.clone();
+            j.counts.listed = 100 + i;
+            j
+        })
+        .collect();
+    let won = futures::future::join_all(racers.iter().map(|j| store.put_job(j, Some(2)))).await;
+    assert_eq!(
+        won.into_iter()
+            .filter(|w| *w.as_ref().expect("put_job"))
+            .count(),
+        1,
+        "rule: of racing writes expecting one version, exactly one lands"
+    );
+
+    // What became of a pass's calls comes from the records it tagged.
+    let tag = "bf-1/1";
+    let mut a = indexed(call(901, "r1", 0, 60.0, "s3://calls/a.wav"), 0);
+    a.backfill = Some(tag.into());
+    let mut b = call(902, "r1", 0, 30.0, "s3://calls/b.wav");
+    b.backfill = Some(tag.into());
+    b.status = CallStatus::Failed;
+    b.error = Some(super::CallError {
+        stage: "ingest".into(),
+        reason: "s3://calls/b.wav: not audio".into(),
+    });
+    let mut c = call(903, "r1", 0, 30.0, "s3://calls/c.wav");
+    c.backfill = Some(tag.into());
+    let mut d = indexed(call(904, "r1", 0, 45.0, "s3://calls/d.wav"), 0);
+    d.backfill = Some("bf-1/2".into());
+    let no_vectors = VectorSet {
+        batch: "conformance-jobs".into(),
+        ids: Vec::new(),
+    };
+    for indexed_call in [&a, &d] {
+        metadata
+            .commit_call(
+                indexed_call,
+                &[],
+                &VectorSet {
+                    batch: format!("{}-{}", no_vectors.batch, indexed_call.call_id),
+                    ids: Vec::new(),
+                },
+                &Guard::default(),
+            )
+            .await
+            .expect("commit_call");
+    }
+    for pending in [&b, &c] {
+        metadata
+            .put_call(pending, &Guard::default())
+            .await
+            .expect("put_call");
+    }
+    let calls = store.job_calls(tag, 10).await.expect("job_calls");
+    assert_eq!(
+        (calls.indexed, calls.failed, calls.in_progress),
+        (1, 1, 1),
+        "rule: a pass's calls are counted by status, and only that pass's: {calls:?}"
+    );
+    assert!(
+        (calls.indexed_audio_s - 60.0).abs() < 1e-6,
+        "rule: indexed audio is the indexed calls' duration: {calls:?}"
+    );
+    assert_eq!(calls.failures.len(), 1);
+    assert_eq!(calls.failures[0].source, "s3://calls/b.wav");
+    assert_eq!(calls.failures[0].stage, "ingest");
+    assert!(calls.failures[0].reason.contains("not audio"));
+    assert!(
+        store
+            .job_calls(tag, 0)
+            .await
+            .expect("job_calls")
+            .failures
+            .is_empty(),
+        "rule: failure reasons are capped by the caller's limit"
+    );
+    assert_eq!(
+        store.job_calls("bf-9/1", 10).await.expect("job_calls"),
+        super::JobCalls::default(),
+        "rule: an unknown tag has no calls"
+    );
+
+    let mut found: Vec<String> = metadata
+        .get_calls(&[
+            a.call_id.clone(),
+            CallId::from_source("conformance://nobody"),
+            b.call_id.clone(),
+        ])
+        .await
+        .expect("get_calls")
+        .into_iter()
+        .map(|c| c.source)
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        ["s3://calls/a.wav", "s3://calls/b.wav"],
+        "rule: get_calls returns the records that exist"
+    );
+}

@@ -27,6 +27,16 @@ pub trait MetadataStore: std::fmt::Debug + Send + Sync + 'static {
     /// The call's record, or `None` if it was never seen.
     async fn get_call(&self, call_id: &CallId) -> Result<Option<CallRecord>, StoreError>;
 
+    /// The records of those of `ids` that exist, in any order: one round trip where the
+    /// backend can (a backfill checks a listing page at a time).
+    async fn get_calls(&self, ids: &[CallId]) -> Result<Vec<CallRecord>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.get_call(id).await?);
+        }
+        Ok(found)
+    }
+
     /// Creates or replaces the call's record (an attempt started, a recorded failure). The
     /// indexed revision is never changed by a put: the stored one is kept, whatever
     /// `call.indexed_revision` says, and so are its segments, which stay searchable.

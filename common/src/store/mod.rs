@@ -19,6 +19,7 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod jobs;
 mod keyword;
 mod local_dir;
 mod lock;
@@ -35,6 +36,9 @@ use crate::audio::Role;
 use crate::error::ErrorKind;
 use crate::ids::{CallId, Revision};
 
+pub use self::jobs::{
+    BackfillJob, Cursor, JobCalls, JobCounts, JobFailure, JobRun, JobState, JobStore, Survey,
+};
 pub use self::keyword::KeywordIndex;
 pub use self::local_dir::LocalDirStore;
 pub use self::lock::WriterLock;
@@ -335,6 +339,9 @@ pub struct CallRecord {
     pub stage_times: StageTimes,
     /// When this record was last written, ms since the epoch.
     pub updated_at_ms: i64,
+    /// The backfill pass that enqueued the newest revision (`JOB/PASS`), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<String>,
 }
 
 impl CallRecord {
@@ -362,6 +369,7 @@ impl CallRecord {
             segments: 0,
             stage_times: StageTimes::default(),
             updated_at_ms: now_ms(),
+            backfill: None,
         }
     }
 
@@ -375,6 +383,7 @@ impl CallRecord {
                 status: started.status,
                 error: started.error.clone(),
                 updated_at_ms: now_ms(),
+                backfill: started.backfill.clone(),
                 ..old.clone()
             },
             _ => started.clone(),

@@ -65,12 +65,13 @@ pub trait RecordingSource: std::fmt::Debug + Send + Sync + 'static {
         range: Range<u64>,
     ) -> Result<Vec<u8>, StoreError>;
 
-    /// Every object under `prefix`, in key order, one page at a time as the stream is polled:
-    /// never the whole listing in memory. The stream owns what it needs (a clone of the
-    /// client), so it can outlive the borrow of `self`.
+    /// Every object under `prefix` (after the key `start_after`, if given), in key order, one
+    /// page at a time as the stream is polled: never the whole listing in memory. The stream
+    /// owns what it needs (a clone of the client), so it can outlive the borrow of `self`.
     fn list(
         &self,
         bucket: &str,
         prefix: &str,
+        start_after: Option<String>,
     ) -> BoxStream<'static, Result<RecordingMeta, StoreError>>;
 }

@@ -90,13 +90,27 @@ INSERT INTO vector_batches (batch, call_id, revision, state, started_at_ms, ids)
     FROM calls WHERE indexed_revision IS NOT NULL;
 ";
 
+/// Schema 4: backfill jobs (see `jobs.rs`), and the backfill pass that enqueued each call, by
+/// which a job counts what became of its calls.
+const BACKFILL: &str = "
+ALTER TABLE calls ADD COLUMN backfill TEXT;
+CREATE INDEX calls_by_backfill ON calls (backfill, status) WHERE backfill IS NOT NULL;
+CREATE TABLE backfill_jobs (
+    id            TEXT PRIMARY KEY,
+    version       INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    job           TEXT NOT NULL
+);
+CREATE INDEX backfill_jobs_by_update ON backfill_jobs (updated_at_ms DESC);
+";
+
 /// Every schema change, oldest first (see `Db::open`).
-const MIGRATIONS: &[&str] = &[SCHEMA, INDEXED_REVISION, GUARDS_AND_BATCHES];
+const MIGRATIONS: &[&str] = &[SCHEMA, INDEXED_REVISION, GUARDS_AND_BATCHES, BACKFILL];
 
 /// Calls, segments and keyword search in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteMetadata {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl SqliteMetadata {
@@ -140,12 +154,13 @@ fn put_call_row(conn: &Connection, call: &CallRecord, guard: &Guard) -> rusqlite
     conn.prepare_cached(
         "INSERT INTO calls
             (call_id, revision, indexed_revision, source, recorded_at_ms, duration_s, status,
-             record, fence, modified_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             record, fence, modified_ms, backfill)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (call_id) DO UPDATE SET
             revision = excluded.revision, indexed_revision = excluded.indexed_revision,
             source = excluded.source, recorded_at_ms = excluded.recorded_at_ms,
             duration_s = excluded.duration_s, status = excluded.status, record = excluded.record,
+            backfill = excluded.backfill,
             fence = max(coalesce(fence, excluded.fence), coalesce(excluded.fence, fence)),
             modified_ms = max(coalesce(modified_ms, excluded.modified_ms),
                               coalesce(excluded.modified_ms, modified_ms))",
@@ -161,6 +176,7 @@ fn put_call_row(conn: &Connection, call: &CallRecord, guard: &Guard) -> rusqlite
         json,
         guard.token.map(|t| t as i64),
         guard.modified_ms,
+        call.backfill,
     ])?;
     Ok(())
 }
@@ -660,6 +676,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteMetadata::open(&dir.path().join("metadata.db")).unwrap();
         callpipe_common::store::conformance::metadata_store(&store).await;
+    }
+
+    #[tokio::test]
+    async fn job_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetadata::open(&dir.path().join("metadata.db")).unwrap();
+        callpipe_common::store::conformance::job_store(&store, &store).await;
     }
 
     /// Keyword search loads its calls through commits.

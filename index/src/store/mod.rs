@@ -6,6 +6,7 @@
 //!
 //! Both open in WAL mode, so `callpipe search` can read while `callpipe run` writes.
 
+mod jobs;
 mod metadata;
 mod sqlite;
 mod vectors;

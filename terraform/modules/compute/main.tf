@@ -82,11 +82,14 @@ locals {
 
   # A worker stage's queues are all SQS or none (`callpipe config check --stage`): ingest
   # writes transcribe and, for the calls it rejects, index (the index stage records failures).
+  # Ingest also reads the backfill lane, only when its own queue has nothing waiting; the
+  # backfill task sends there (backfill_url set) and keeps ingest_url, which the lane needs.
   # tests/config_envs.rs runs `callpipe config check` with each task's map.
   task_env = {
     ingest = merge(local.backend_env, {
       CALLPIPE_STORAGE__RECORDINGS_BUCKET   = var.recordings_bucket_name
       CALLPIPE_QUEUE__INGEST_URL            = var.queue_urls["ingest"]
+      CALLPIPE_QUEUE__BACKFILL_URL          = var.queue_urls["backfill"]
       CALLPIPE_QUEUE__TRANSCRIBE_URL        = var.queue_urls["transcribe"]
       CALLPIPE_QUEUE__INDEX_URL             = var.queue_urls["index"]
       CALLPIPE_WORKER__VISIBILITY_TIMEOUT_S = tostring(var.visibility_timeouts["ingest"])
@@ -107,10 +110,13 @@ locals {
       CALLPIPE_LIVE__LISTEN               = "0.0.0.0:${var.container_port}"
       CALLPIPE_STORAGE__RECORDINGS_BUCKET = var.recordings_bucket_name
     }, local.redis_env)
+    # Redis: the admission control ([backfill] max_in_flight, rate) that every backfill
+    # process shares; MongoDB (backend_env): the job checkpoints.
     backfill = merge(local.backend_env, {
       CALLPIPE_STORAGE__RECORDINGS_BUCKET = var.recordings_bucket_name
       CALLPIPE_QUEUE__INGEST_URL          = var.queue_urls["ingest"]
-    })
+      CALLPIPE_QUEUE__BACKFILL_URL        = var.queue_urls["backfill"]
+    }, local.redis_env)
   }
 
   images = {
@@ -493,6 +499,8 @@ locals {
       { sid = "ListRecordings", actions = ["s3:ListBucket"], resources = [var.recordings_bucket_arn] },
       { sid = "WriteArtifacts", actions = local.s3_write, resources = ["${var.artifacts_bucket_arn}/*"] },
       { sid = "ConsumeIngestQueue", actions = local.sqs_consume, resources = [var.queue_arns["ingest"]] },
+      # The backfill lane: received from only when the ingest queue has nothing waiting.
+      { sid = "ConsumeBackfillQueue", actions = local.sqs_consume, resources = [var.queue_arns["backfill"]] },
       { sid = "SendTranscribeQueue", actions = local.sqs_send, resources = [var.queue_arns["transcribe"]] },
       # The calls ingest rejects go to the index stage, which records them.
       { sid = "SendIndexQueue", actions = local.sqs_send, resources = [var.queue_arns["index"]] },
@@ -538,11 +546,14 @@ locals {
       { sid = "SecretKey", actions = ["kms:Decrypt"], resources = [var.redis_kms_key_arn] },
       local.statement_storage_key,
     ]
+    # Lists the recordings (ListObjectsV2; it reads no object), sends to the backfill lane
+    # (GetQueueAttributes: its depth), admits calls through Redis and checkpoints its jobs in
+    # MongoDB. With backfill_url set it never sends to the ingest queue.
     backfill = [
-      { sid = "ListRecordings", actions = ["s3:ListBucket", "s3:ListBucketVersions"], resources = [var.recordings_bucket_arn] },
-      { sid = "HeadRecordings", actions = local.s3_read, resources = ["${var.recordings_bucket_arn}/*"] },
-      { sid = "SendIngestQueue", actions = local.sqs_send, resources = [var.queue_arns["ingest"]] },
-      { sid = "StorageKey", actions = ["kms:Decrypt"], resources = [var.storage_kms_key_arn] },
+      { sid = "ListRecordings", actions = ["s3:ListBucket"], resources = [var.recordings_bucket_arn] },
+      { sid = "SendBackfillQueue", actions = local.sqs_send, resources = [var.queue_arns["backfill"]] },
+      { sid = "ReadSecrets", actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], resources = [var.mongodb_secret_arn, var.redis_auth_secret_arn] },
+      { sid = "SecretKeys", actions = ["kms:Decrypt"], resources = distinct([var.mongodb_secret_kms_key_arn, var.redis_kms_key_arn]) },
       local.statement_queue_key,
     ]
   }
@@ -679,11 +690,37 @@ resource "aws_ecs_service" "this" {
 
 ################################################################################
 # Auto scaling. Queue stages track backlog per task: ApproximateNumberOfMessagesVisible of the
-# stage queue divided by the service's RunningTaskCount (Container Insights), held at the
+# stage's queues divided by the service's RunningTaskCount (Container Insights), held at the
 # service's target_backlog_per_task. Target tracking cannot leave zero tasks (the ratio has no
 # denominator), so a service whose minimum is 0 gets a step policy that starts one task when
 # messages wait and none runs. The API and live gateway track average CPU.
 ################################################################################
+
+locals {
+  # The queues whose waiting messages are a stage's backlog. Ingest also reads the backfill
+  # lane (only when its own queue is empty, but it is still ingest work): counting it lets a
+  # backfill start and scale the ingest service like uploads do, up to max_count; the
+  # backfill's max_in_flight bounds how many of its messages wait.
+  backlog_queues = {
+    ingest     = ["ingest", "backfill"]
+    transcribe = ["transcribe"]
+    index      = ["index"]
+  }
+  # Metric ids per stage and queue. A stage with one queue uses that queue's metric as
+  # `visible`; ingest adds its two as an array, SUM([...]), rather than with `+`, which has no
+  # value where either series has none (an idle, empty queue stops publishing its metrics).
+  backlog_metric_ids = {
+    for stage, queues in local.backlog_queues : stage => {
+      for q in queues : q => length(queues) == 1 ? "visible" : "visible_${q}"
+    }
+  }
+  backlog_sum = {
+    for stage, ids in local.backlog_metric_ids : stage => "SUM([${join(", ", values(ids))}])" if length(ids) > 1
+  }
+  backlog_queue_names = {
+    for stage, queues in local.backlog_queues : stage => join(" + ", [for q in queues : var.queue_names[q]])
+  }
+}
 
 resource "aws_appautoscaling_target" "this" {
   for_each = var.services
@@ -712,23 +749,36 @@ resource "aws_appautoscaling_policy" "backlog" {
     scale_in_cooldown  = 300
 
     customized_metric_specification {
-      metrics {
-        id          = "visible"
-        label       = "Messages waiting in ${var.queue_names[each.key]}"
-        return_data = false
+      dynamic "metrics" {
+        for_each = local.backlog_metric_ids[each.key]
+        content {
+          id          = metrics.value
+          label       = "Messages waiting in ${var.queue_names[metrics.key]}"
+          return_data = false
 
-        metric_stat {
-          stat = "Sum"
+          metric_stat {
+            stat = "Sum"
 
-          metric {
-            namespace   = "AWS/SQS"
-            metric_name = "ApproximateNumberOfMessagesVisible"
+            metric {
+              namespace   = "AWS/SQS"
+              metric_name = "ApproximateNumberOfMessagesVisible"
 
-            dimensions {
-              name  = "QueueName"
-              value = var.queue_names[each.key]
+              dimensions {
+                name  = "QueueName"
+                value = var.queue_names[metrics.key]
+              }
             }
           }
+        }
+      }
+
+      dynamic "metrics" {
+        for_each = contains(keys(local.backlog_sum), each.key) ? [local.backlog_sum[each.key]] : []
+        content {
+          id          = "visible"
+          label       = "Messages waiting in ${local.backlog_queue_names[each.key]}"
+          expression  = metrics.value
+          return_data = false
         }
       }
 
@@ -792,23 +842,36 @@ resource "aws_cloudwatch_metric_alarm" "wake" {
   for_each = aws_appautoscaling_policy.wake
 
   alarm_name          = "${var.name}-${each.key}-start-from-zero"
-  alarm_description   = "Messages wait in ${var.queue_names[each.key]} and no ${each.key} task runs: start one (scaling, not paging)."
+  alarm_description   = "Messages wait in ${local.backlog_queue_names[each.key]} and no ${each.key} task runs: start one (scaling, not paging)."
   comparison_operator = "GreaterThanOrEqualToThreshold"
   threshold           = 1
   evaluation_periods  = 1
   treat_missing_data  = "notBreaching"
   alarm_actions       = [each.value.arn]
 
-  metric_query {
-    id          = "visible"
-    return_data = false
+  dynamic "metric_query" {
+    for_each = local.backlog_metric_ids[each.key]
+    content {
+      id          = metric_query.value
+      return_data = false
 
-    metric {
-      namespace   = "AWS/SQS"
-      metric_name = "ApproximateNumberOfMessagesVisible"
-      period      = 60
-      stat        = "Maximum"
-      dimensions  = { QueueName = var.queue_names[each.key] }
+      metric {
+        namespace   = "AWS/SQS"
+        metric_name = "ApproximateNumberOfMessagesVisible"
+        period      = 60
+        stat        = "Maximum"
+        dimensions  = { QueueName = var.queue_names[metric_query.key] }
+      }
+    }
+  }
+
+  dynamic "metric_query" {
+    for_each = contains(keys(local.backlog_sum), each.key) ? [local.backlog_sum[each.key]] : []
+    content {
+      id          = "visible"
+      expression  = metric_query.value
+      label       = "Messages waiting in ${local.backlog_queue_names[each.key]}"
+      return_data = false
     }
   }
 

@@ -180,7 +180,7 @@ variable "recordings_bucket_name" {
 }
 
 variable "recordings_bucket_arn" {
-  description = "ARN of the recordings bucket (ingest and backfill read it, the live gateway writes it)."
+  description = "ARN of the recordings bucket (ingest reads it, backfill lists it, the live gateway writes it)."
   type        = string
 }
 
@@ -200,22 +200,27 @@ variable "storage_kms_key_arn" {
 }
 
 variable "queue_urls" {
-  description = "Stage queue URLs by stage (ingest, transcribe, index)."
+  description = "Queue URLs by queue: the stages (ingest, transcribe, index) and the backfill lane (backfill), which the ingest stage reads when its own queue is empty."
   type        = map(string)
+
+  validation {
+    condition     = alltrue([for k in ["ingest", "transcribe", "index", "backfill"] : contains(keys(var.queue_urls), k)])
+    error_message = "queue_urls needs the keys ingest, transcribe, index and backfill."
+  }
 }
 
 variable "queue_arns" {
-  description = "Stage queue ARNs by stage."
+  description = "Queue ARNs by queue (ingest, transcribe, index, backfill)."
   type        = map(string)
 }
 
 variable "queue_names" {
-  description = "Stage queue names by stage (for the backlog metrics)."
+  description = "Queue names by queue (ingest, transcribe, index, backfill), for the backlog metrics."
   type        = map(string)
 }
 
 variable "visibility_timeouts" {
-  description = "Initial visibility timeout in seconds by stage, passed to the workers."
+  description = "Initial visibility timeout in seconds by queue; the ingest, transcribe and index values are passed to their workers (an ingest worker uses its value for the backfill lane too)."
   type        = map(number)
 }
 

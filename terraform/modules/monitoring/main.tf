@@ -115,7 +115,9 @@ resource "aws_sns_topic_subscription" "email" {
 
 ################################################################################
 # Queues: a message in a dead-letter queue is a failure someone must look at; an old message
-# in a stage queue means the stage is not keeping up (or is stuck).
+# in a stage queue means the stage is not keeping up (or is stuck). The backfill lane waits
+# behind new uploads by design, so its threshold is long: reaching it means ingest never gets to
+# the lane (or cannot read it) and its messages approach their retention.
 ################################################################################
 
 resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
@@ -324,7 +326,7 @@ locals {
   }
 
   dashboard_widgets = [
-    { title = "Messages waiting per stage", metrics = local.queue_metric_rows.visible, stat = "Maximum" },
+    { title = "Messages waiting per queue", metrics = local.queue_metric_rows.visible, stat = "Maximum" },
     { title = "Oldest message age (s)", metrics = local.queue_metric_rows.age, stat = "Maximum" },
     { title = "Dead-letter queues", metrics = local.queue_metric_rows.dlq, stat = "Maximum" },
     { title = "Running tasks per service", metrics = local.service_metric_rows.running, stat = "Average" },

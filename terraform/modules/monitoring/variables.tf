@@ -10,22 +10,23 @@ variable "alarm_email" {
 }
 
 variable "queue_names" {
-  description = "Stage queue names by stage (ingest, transcribe, index)."
+  description = "Queue names by queue (the stages ingest, transcribe, index and the backfill lane): each gets an oldest-message-age alarm and dashboard lines."
   type        = map(string)
 }
 
 variable "dlq_names" {
-  description = "Dead-letter queue names by a label (the stages' DLQs and the backfill schedule's); each gets a depth > 0 alarm."
+  description = "Dead-letter queue names by a label (the stages' and the backfill lane's DLQs, and the backfill schedule's); each gets a depth > 0 alarm."
   type        = map(string)
 }
 
 variable "oldest_message_age_thresholds" {
-  description = "Seconds the oldest message of a stage queue may wait before its alarm fires, by stage (missing stages use 3600)."
+  description = "Seconds the oldest message of a queue may wait before its alarm fires, by queue (missing ones use 3600). The backfill lane waits behind new uploads by design, so its threshold is hours."
   type        = map(number)
   default = {
     ingest     = 900
     transcribe = 3600
     index      = 900
+    backfill   = 86400
   }
 }
 

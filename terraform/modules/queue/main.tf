@@ -5,13 +5,21 @@ locals {
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
 
-  # The initial lease of a received message per stage. Workers extend it with
+  # The initial lease of a received message per queue. Workers extend it with
   # ChangeMessageVisibility while a job runs, so this only bounds how long a crashed worker's
-  # message stays invisible before another worker retries it.
+  # message stays invisible before another worker retries it. One queue per stage, plus the
+  # backfill lane: a second queue of the ingest stage, which `callpipe backfill` sends to and
+  # ingest workers receive from only when the ingest queue has nothing waiting.
   stages = {
     ingest     = var.ingest_visibility_timeout_seconds
     transcribe = var.transcribe_visibility_timeout_seconds
     index      = var.index_visibility_timeout_seconds
+    backfill   = var.backfill_visibility_timeout_seconds
+  }
+
+  # The stage each queue feeds (the backfill lane feeds ingest), for the tags.
+  queue_tags = {
+    for k in keys(local.stages) : k => k == "backfill" ? { Stage = "ingest", Lane = "backfill" } : { Stage = k }
   }
 }
 
@@ -63,7 +71,7 @@ resource "aws_kms_alias" "this" {
 }
 
 ################################################################################
-# One queue per stage, each with its own dead-letter queue
+# One queue per stage and one for the backfill lane, each with its own dead-letter queue
 ################################################################################
 
 resource "aws_sqs_queue" "dlq" {
@@ -74,7 +82,7 @@ resource "aws_sqs_queue" "dlq" {
   kms_master_key_id                 = aws_kms_key.this.arn
   kms_data_key_reuse_period_seconds = var.kms_data_key_reuse_period_seconds
 
-  tags = merge(var.tags, { Stage = each.key })
+  tags = merge(var.tags, local.queue_tags[each.key])
 }
 
 resource "aws_sqs_queue" "this" {
@@ -92,7 +100,7 @@ resource "aws_sqs_queue" "this" {
     maxReceiveCount     = var.max_receive_count
   })
 
-  tags = merge(var.tags, { Stage = each.key })
+  tags = merge(var.tags, local.queue_tags[each.key])
 }
 
 resource "aws_sqs_queue_redrive_allow_policy" "dlq" {
@@ -107,8 +115,9 @@ resource "aws_sqs_queue_redrive_allow_policy" "dlq" {
 
 ################################################################################
 # Queue policies: TLS only; the ingest queue also accepts S3 notifications from the
-# recordings bucket of this account, and from nothing else. Same-account IAM principals (the
-# workers, the backfill task) are allowed by their own identity policies.
+# recordings bucket of this account, and from nothing else (the backfill lane never gets S3
+# notifications). Same-account IAM principals (the workers, the backfill task) are allowed by
+# their own identity policies.
 ################################################################################
 
 data "aws_iam_policy_document" "queue" {

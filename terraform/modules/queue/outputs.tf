@@ -5,37 +5,37 @@ output "ingest_queue_arn" {
 }
 
 output "queue_urls" {
-  description = "Stage queue URLs by stage (ingest, transcribe, index)."
+  description = "Queue URLs by queue: the stages (ingest, transcribe, index) and the backfill lane (backfill, read by the ingest stage)."
   value       = { for k, q in aws_sqs_queue.this : k => q.url }
 }
 
 output "queue_arns" {
-  description = "Stage queue ARNs by stage."
+  description = "Queue ARNs by queue (ingest, transcribe, index, backfill)."
   value       = { for k, q in aws_sqs_queue.this : k => q.arn }
 }
 
 output "queue_names" {
-  description = "Stage queue names by stage."
+  description = "Queue names by queue (ingest, transcribe, index, backfill)."
   value       = { for k, q in aws_sqs_queue.this : k => q.name }
 }
 
 output "dlq_urls" {
-  description = "Dead-letter queue URLs by stage."
+  description = "Dead-letter queue URLs by queue (ingest, transcribe, index, backfill)."
   value       = { for k, q in aws_sqs_queue.dlq : k => q.url }
 }
 
 output "dlq_arns" {
-  description = "Dead-letter queue ARNs by stage."
+  description = "Dead-letter queue ARNs by queue (ingest, transcribe, index, backfill)."
   value       = { for k, q in aws_sqs_queue.dlq : k => q.arn }
 }
 
 output "dlq_names" {
-  description = "Dead-letter queue names by stage."
+  description = "Dead-letter queue names by queue (ingest, transcribe, index, backfill)."
   value       = { for k, q in aws_sqs_queue.dlq : k => q.name }
 }
 
 output "visibility_timeouts" {
-  description = "Initial visibility timeout in seconds by stage (the workers' lease before they extend it)."
+  description = "Initial visibility timeout in seconds by queue (ingest, transcribe, index, backfill): the workers' lease before they extend it."
   value       = local.stages
 }
 

@@ -1,5 +1,5 @@
 variable "name" {
-  description = "Name prefix; queues are NAME-ingest, NAME-transcribe, NAME-index and their NAME-STAGE-dlq."
+  description = "Name prefix; queues are NAME-ingest, NAME-transcribe, NAME-index, the backfill lane NAME-backfill, and their NAME-QUEUE-dlq."
   type        = string
 }
 
@@ -26,8 +26,14 @@ variable "index_visibility_timeout_seconds" {
   default     = 300
 }
 
+variable "backfill_visibility_timeout_seconds" {
+  description = "Initial visibility timeout of backfill-lane messages (ingest work, like the ingest queue's). Workers extend it while they work."
+  type        = number
+  default     = 300
+}
+
 variable "max_receive_count" {
-  description = "Receives after which a message that keeps failing moves to its stage's dead-letter queue."
+  description = "Receives after which a message that keeps failing moves to its queue's dead-letter queue."
   type        = number
   default     = 5
 
@@ -38,7 +44,7 @@ variable "max_receive_count" {
 }
 
 variable "message_retention_seconds" {
-  description = "How long an unprocessed message stays in a stage queue (60 s to 14 days)."
+  description = "How long an unprocessed message stays in a stage queue or the backfill lane (60 s to 14 days)."
   type        = number
   default     = 345600
 }

@@ -73,6 +73,9 @@ module "queue" {
   index_visibility_timeout_seconds      = var.index_visibility_timeout_seconds
   max_receive_count                     = var.max_receive_count
   kms_deletion_window_in_days           = var.kms_deletion_window_in_days
+
+  # The backfill lane is ingest work, read by the same workers with the same lease.
+  backfill_visibility_timeout_seconds = var.ingest_visibility_timeout_seconds
 }
 
 module "search" {

@@ -66,12 +66,12 @@ output "logs_bucket" {
 }
 
 output "queue_urls" {
-  description = "Stage queue URLs by stage."
+  description = "Queue URLs by queue: the stages (ingest, transcribe, index) and the backfill lane (backfill)."
   value       = module.queue.queue_urls
 }
 
 output "dlq_urls" {
-  description = "Dead-letter queue URLs by stage."
+  description = "Dead-letter queue URLs by queue (ingest, transcribe, index, backfill)."
   value       = module.queue.dlq_urls
 }
 

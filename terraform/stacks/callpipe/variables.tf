@@ -300,9 +300,16 @@ variable "backfill_schedule_enabled" {
 }
 
 variable "backfill_extra_args" {
-  description = "Arguments after `callpipe backfill --config FILE s3://RECORDINGS/PREFIX`."
+  description = "Arguments after `callpipe backfill --config FILE s3://RECORDINGS/PREFIX`: `--since DATE`, `--until DATE` (YYYY-MM-DD or RFC 3339), `--rate N`, `--max-in-flight N`, `--job NAME`, `--dry-run`; each flag and its value are separate elements (or `--flag=value`)."
   type        = list(string)
   default     = []
+
+  validation {
+    condition = alltrue([
+      for a in var.backfill_extra_args : !startswith(a, "-") || contains(["--since", "--until", "--rate", "--max-in-flight", "--job", "--dry-run"], split("=", a)[0])
+    ])
+    error_message = "backfill_extra_args takes only --since, --until, --rate, --max-in-flight, --job and --dry-run (the recordings URI comes first, from recordings_prefix)."
+  }
 }
 
 variable "alarm_email" {
@@ -312,11 +319,12 @@ variable "alarm_email" {
 }
 
 variable "oldest_message_age_thresholds" {
-  description = "Seconds the oldest message of each stage queue may wait before alarming."
+  description = "Seconds the oldest message of each queue may wait before alarming, by queue (ingest, transcribe, index, backfill; a missing one uses 3600). The backfill lane waits behind new uploads by design: give it hours, well under the 4-day message retention."
   type        = map(number)
   default = {
     ingest     = 900
     transcribe = 3600
     index      = 900
+    backfill   = 86400
   }
 }
