@@ -526,7 +526,12 @@ async fn two_backfills_share_the_lane_limit_and_workers_drain_it() {
     }
     a.child = None;
     b.child = None;
-    assert!(a_done.unwrap().success() && b_done.unwrap().success());
+    assert!(
+        a_done.unwrap().success() && b_done.unwrap().success(),
+        "{a_done:?} {b_done:?}\n{}\n{}",
+        support::log_tail(&a.log),
+        support::log_tail(&b.log)
+    );
     assert!(peak <= 5, "the lane never held more than the limit: {peak}");
     // Every call is indexed (worker logs), once.
     let until = Instant::now() + Duration::from_secs(120);

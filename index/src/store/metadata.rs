@@ -9,7 +9,7 @@ use callpipe_common::store::{
     ScoredKey, SearchFilter, SegmentDoc, SegmentKey, StoreError, VectorBatch, VectorSet,
 };
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::sqlite::{json_error, key_at, role_at, Db};
 
@@ -340,7 +340,7 @@ impl MetadataStore for SqliteMetadata {
         self.db
             .run(move |conn| {
                 // Only a commit moves the indexed revision; read it and write it back as it is.
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let stored = stored(&tx, &call.call_id)?;
                 if let Some(refused) = Refused::check(stored.as_ref(), &call.revision, &guard) {
                     return Ok(Err(refused));
@@ -388,7 +388,7 @@ impl MetadataStore for SqliteMetadata {
         let guard = *guard;
         self.db
             .run(move |conn| {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let stored = stored(&tx, &call.call_id)?;
                 if let Some(refused) = Refused::check(stored.as_ref(), &call.revision, &guard) {
                     return Ok(Err(refused));
@@ -450,7 +450,7 @@ impl MetadataStore for SqliteMetadata {
         let id = call_id.as_str().to_owned();
         self.db
             .run(move |conn| {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 tx.execute("DELETE FROM segments WHERE call_id = ?1", [&id])?;
                 tx.execute("DELETE FROM calls WHERE call_id = ?1", [&id])?;
                 tx.execute(
@@ -740,5 +740,29 @@ mod tests {
             .unwrap();
         let reopened = SqliteMetadata::open(&path).unwrap();
         assert_eq!(reopened.get_call(&call.call_id).await.unwrap(), Some(call));
+    }
+
+    /// Processes opening a new file at the same moment (a backfill and its `status`) each
+    /// find the schema complete: the migrations take the write lock and re-read the version.
+    #[test]
+    fn concurrent_opens_of_a_new_file_agree_on_the_schema() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("metadata.db");
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || SqliteMetadata::open(&path).map(|_| ()))
+                })
+                .collect();
+            for t in opened {
+                t.join().unwrap().unwrap();
+            }
+            let version: i64 = rusqlite::Connection::open(&path)
+                .unwrap()
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64);
+        }
     }
 }

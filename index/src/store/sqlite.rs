@@ -8,7 +8,7 @@ use std::time::Duration;
 use callpipe_common::ids::{CallId, Revision};
 use callpipe_common::store::{SegmentKey, StoreError};
 use callpipe_common::Role;
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, Row, TransactionBehavior};
 
 /// One connection behind a mutex: SQLite serialises writers anyway, and a single connection
 /// keeps its prepared-statement cache warm.
@@ -41,30 +41,30 @@ impl Db {
         let mut conn = Connection::open(path).map_err(fail)?;
         // Another process (a search during a run) may hold the write lock for a moment.
         conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(fail)?;
-        // WAL + NORMAL: a committed transaction survives a process crash; only an OS crash or
-        // power loss can roll back the last few, which a rerun then redoes.
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(fail)?;
-        let found: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(fail)?;
-        if found > version {
-            return Err(StoreError::Failed {
-                backend,
-                what: shown,
-                reason: format!(
-                    "written by a newer callpipe (schema {found}, this one knows {version})"
-                ),
-            });
-        }
-        for (to, migration) in migrations.iter().enumerate().skip(found.max(0) as usize) {
-            let tx = conn.transaction().map_err(fail)?;
-            tx.execute_batch(migration).map_err(fail)?;
-            tx.pragma_update(None, "user_version", to as i64 + 1)
-                .map_err(fail)?;
-            tx.commit().map_err(fail)?;
+        // Switching a new file to WAL and the first migration's lock upgrade answer "busy" at
+        // once, without the busy handler, when another process opens the same new file at the
+        // same moment; both steps are idempotent, so they are tried again for a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match prepare(&mut conn, migrations) {
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(PrepareError::Newer(found)) => {
+                    return Err(StoreError::Failed {
+                        backend,
+                        what: shown,
+                        reason: format!(
+                            "written by a newer callpipe (schema {found}, this one knows {version})"
+                        ),
+                    })
+                }
+                Err(PrepareError::Sqlite(e)) => return Err(fail(e)),
+                Ok(()) => break,
+            }
         }
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
@@ -97,6 +97,54 @@ impl Db {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         job(&mut conn).map_err(|e| error(self.backend, &self.path, e))
     }
+}
+
+/// Why [`prepare`] stopped.
+enum PrepareError {
+    /// The file's schema is newer than this build's.
+    Newer(i64),
+    Sqlite(rusqlite::Error),
+}
+
+impl PrepareError {
+    fn sqlite_error_code(&self) -> Option<rusqlite::ErrorCode> {
+        match self {
+            PrepareError::Sqlite(e) => e.sqlite_error_code(),
+            PrepareError::Newer(_) => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for PrepareError {
+    fn from(e: rusqlite::Error) -> Self {
+        PrepareError::Sqlite(e)
+    }
+}
+
+/// WAL mode, then the schema brought up to date: `migrations[i]` takes a file from
+/// `user_version` i to i + 1, each in its own transaction.
+fn prepare(conn: &mut Connection, migrations: &[&str]) -> Result<(), PrepareError> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // WAL + NORMAL: a committed transaction survives a process crash; only an OS crash or
+    // power loss can roll back the last few, which a rerun then redoes.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > migrations.len() as i64 {
+        return Err(PrepareError::Newer(found));
+    }
+    for (to, migration) in migrations.iter().enumerate().skip(found.max(0) as usize) {
+        // Immediate: the write lock first (waiting out another process's), then the version
+        // read again, since a process opening the file at the same moment may have applied
+        // this step already.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if now == to as i64 {
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", to as i64 + 1)?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 /// Maps a SQLite error: a busy or locked database is worth retrying, anything else is not.

@@ -17,7 +17,7 @@ use callpipe_common::store::{
     now_ms, CallFacets, ScoredKey, SearchFilter, SegmentKey, StoreError, VectorDoc, VectorIndex,
 };
 use callpipe_common::Role;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::sqlite::{key_at, role_at, Db};
 
@@ -431,7 +431,7 @@ impl VectorIndex for DiskVectorIndex {
         let ids = self
             .db
             .run(move |conn| {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let mut ids = Vec::with_capacity(written.len());
                 {
                     let mut insert = tx.prepare_cached(
@@ -488,7 +488,7 @@ impl VectorIndex for DiskVectorIndex {
         let deleted = rows.clone();
         self.db
             .run(move |conn| {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 {
                     let mut delete = tx.prepare_cached("DELETE FROM vectors WHERE id = ?1")?;
                     for id in &deleted {

@@ -50,8 +50,9 @@ pub use self::listing::{Listed, Source};
 
 /// Objects per batch: one metadata read, one admission, one checkpoint.
 pub const BATCH: usize = 100;
-/// How long a job's lease lasts between renewals (each batch, each wait).
-const JOB_LEASE: Duration = Duration::from_secs(60);
+/// How long a job's lease lasts; a heartbeat renews it every third of that. Short, so a
+/// rerun after a kill waits little for the dead process's lease to lapse.
+const JOB_LEASE: Duration = Duration::from_secs(15);
 /// How often a job waiting for places in the lane looks again.
 const ADMIT_POLL: Duration = Duration::from_millis(500);
 /// Sends in flight at once to the lane's queue.
@@ -335,18 +336,21 @@ impl Backfill {
             id: id.clone(),
             error,
         };
-        let lease = match self
-            .coord
-            .acquire(&format!("backfill-job/{id}"), JOB_LEASE)
-            .await
-        {
-            Ok(Some(lease)) => lease,
-            Ok(None) => return Err(BackfillError::Busy(id)),
-            Err(e) => return Err(fail(e.job("taking the job's lease"))),
+        let lease = self.take_lease(&id).await?;
+        // The heartbeat renews the lease while the job runs; losing it (another process took
+        // the job after a pause in this one) stops the job at its next await.
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(JOB_LEASE / 3).await;
+                if let Ok(false) = self.coord.renew(&lease).await {
+                    return JobError::transient("lost the job's lease to another process; stopped");
+                }
+            }
         };
-        let result = self
-            .run_leased(&mut job, &mut sink, &mut stop, &lease, &mut on_event)
-            .await;
+        let result = tokio::select! {
+            r = self.run_leased(&mut job, &mut sink, &mut stop, &mut on_event) => r,
+            e = heartbeat => Err(e),
+        };
         let _ = self.coord.release(&lease).await;
         match result {
             Ok(this_run) => Ok(Finished { job, this_run }),
@@ -363,12 +367,42 @@ impl Backfill {
         }
     }
 
+    /// The job's lease. A process killed while running the job leaves its lease until it
+    /// lapses, so a rerun (the schedule's next run, an operator's) waits that long for it
+    /// before deciding the job is being run elsewhere.
+    async fn take_lease(&self, id: &str) -> Result<Lease, BackfillError> {
+        let key = format!("backfill-job/{id}");
+        let deadline = tokio::time::Instant::now() + JOB_LEASE + Duration::from_secs(2);
+        let mut told = false;
+        loop {
+            match self.coord.acquire(&key, JOB_LEASE).await {
+                Ok(Some(lease)) => return Ok(lease),
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    if !told {
+                        tracing::info!(
+                            job = id,
+                            "the job's lease is held; waiting for it to lapse"
+                        );
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Ok(None) => return Err(BackfillError::Busy(id.to_owned())),
+                Err(e) => {
+                    return Err(BackfillError::Failed {
+                        id: id.to_owned(),
+                        error: e.job("taking the job's lease"),
+                    })
+                }
+            }
+        }
+    }
+
     async fn run_leased(
         &self,
         job: &mut BackfillJob,
         sink: &mut Sink,
         stop: &mut watch::Receiver<bool>,
-        lease: &Lease,
         on_event: &mut (impl FnMut(Event) + Send),
     ) -> Result<JobCounts, JobError> {
         let sources = job
@@ -413,7 +447,6 @@ impl Backfill {
                                 &tag,
                                 sink,
                                 stop,
-                                lease,
                                 &mut pending,
                                 &mut this_run,
                                 on_event,
@@ -430,7 +463,6 @@ impl Backfill {
                     &tag,
                     sink,
                     stop,
-                    lease,
                     &mut pending,
                     &mut this_run,
                     on_event,
@@ -480,16 +512,10 @@ impl Backfill {
         tag: &str,
         sink: &mut Sink,
         stop: &mut watch::Receiver<bool>,
-        lease: &Lease,
         pending: &mut VecDeque<Pending>,
         this_run: &mut JobCounts,
         on_event: &mut (impl FnMut(Event) + Send),
     ) -> Result<(), JobError> {
-        if !self.coord.renew(lease).await.unwrap_or(true) {
-            return Err(JobError::transient(
-                "lost the job's lease to another process; stopped",
-            ));
-        }
         let Some(last) = batch.last() else {
             return Ok(());
         };
@@ -510,7 +536,6 @@ impl Backfill {
                     tag,
                     &queue,
                     stop,
-                    lease,
                     pending,
                     this_run,
                     on_event,
@@ -624,7 +649,6 @@ impl Backfill {
         tag: &str,
         queue: &Arc<dyn Queue>,
         stop: &mut watch::Receiver<bool>,
-        lease: &Lease,
         pending: &mut VecDeque<Pending>,
         this_run: &mut JobCounts,
         on_event: &mut (impl FnMut(Event) + Send),
@@ -688,11 +712,6 @@ impl Backfill {
             if waited % 10 == 0 {
                 let in_flight = self.coord.occupancy(key).await.unwrap_or(0);
                 on_event(Event::Waiting { in_flight });
-                if !self.coord.renew(lease).await.unwrap_or(true) {
-                    return Err(JobError::transient(
-                        "lost the job's lease to another process; stopped",
-                    ));
-                }
                 if let Ok(Some(stored)) = self.jobs.get_job(&job.id).await {
                     if stored.state != JobState::Running {
                         // The operator's write stands; this run's progress is checkpointed.

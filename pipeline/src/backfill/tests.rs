@@ -216,7 +216,8 @@ async fn pause_and_cancel_are_seen_by_the_running_job() {
     assert_eq!(f.backfill.open(&def, false).await.unwrap().pass, 2);
 }
 
-#[tokio::test]
+// Paused time: the run waits out a lease as long as a dead process's would last.
+#[tokio::test(start_paused = true)]
 async fn a_job_is_run_by_one_process_at_a_time() {
     let f = fixture(3, 5);
     let def = definition(&f.root);
