@@ -39,7 +39,7 @@ redis_port="$(free_port)"
 redis-server --port "$redis_port" --save '' --appendonly no >"$work/redis.log" 2>&1 &
 pids+=($!)
 
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 for n in ${sizes//,/ }; do
     moto_port="$(free_port)"
     "$CALLPIPE_MOTO_SERVER" -p "$moto_port" >"$work/moto-$n.log" 2>&1 &
@@ -47,7 +47,7 @@ for n in ${sizes//,/ }; do
     pids+=($moto_pid)
     export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
     for _ in $(seq 50); do curl -sf "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1 && break; sleep 0.2; done
-    queue_url="$("$python" - "$n" <<'PY'
+    read -r queue_url ingest_url < <("$python" - "$n" <<'PY'
 import sys, boto3
 from concurrent.futures import ThreadPoolExecutor
 n = int(sys.argv[1])
@@ -58,16 +58,16 @@ def put(i):
 with ThreadPoolExecutor(32) as pool:
     list(pool.map(put, range(n)))
 sqs = boto3.client("sqs")
-print(sqs.create_queue(QueueName="backfill")["QueueUrl"])
+print(sqs.create_queue(QueueName="backfill")["QueueUrl"], sqs.create_queue(QueueName="ingest")["QueueUrl"])
 PY
-)"
+)
     run() {
         local mode="$1"; shift
         local data="$work/data-$n-$mode"
         /usr/bin/time -f "%e %M" -o "$work/time" \
             env CALLPIPE_STORAGE__S3_FORCE_PATH_STYLE=true \
                 CALLPIPE_REDIS__URL="redis://127.0.0.1:$redis_port" \
-                CALLPIPE_QUEUE__INGEST_URL="$queue_url" CALLPIPE_QUEUE__BACKFILL_URL="$queue_url" \
+                CALLPIPE_QUEUE__INGEST_URL="$ingest_url" CALLPIPE_QUEUE__BACKFILL_URL="$queue_url" \
                 CALLPIPE_BACKFILL__MAX_IN_FLIGHT=100000 \
             "$CALLPIPE_BIN" --data-dir "$data" backfill s3://archive/calls/ --json "$@" >"$work/out.json"
         read -r wall rss_kb <"$work/time"

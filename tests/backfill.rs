@@ -708,3 +708,37 @@ async fn bad_input_is_named() {
     assert_eq!(empty["job"]["state"], "done");
     assert_eq!(empty["job"]["counts"]["listed"], 0);
 }
+
+/// Credentials the bucket refuses (s3s-fs checks signatures; moto checks nothing): the command
+/// fails naming the prefix and the refusal, and the job is not marked failed, since the right
+/// permissions make a rerun continue it.
+#[tokio::test]
+async fn a_prefix_without_access_is_named_and_the_job_waits_for_permissions() {
+    let env = Env::new().await;
+    let s3s = support::s3s::S3sFs::start();
+    std::fs::create_dir_all(s3s.root().join("locked/calls")).unwrap();
+    std::fs::write(s3s.root().join("locked/calls/a.wav"), tiny_wav()).unwrap();
+    let denied = env
+        .cli(&[
+            "backfill",
+            "s3://locked/calls/",
+            "--job",
+            "locked",
+            "--json",
+        ])
+        .env("AWS_ENDPOINT_URL_S3", s3s.endpoint())
+        .env("AWS_ACCESS_KEY_ID", support::s3s::ACCESS)
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .output()
+        .unwrap();
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(stderr.contains("s3://locked/calls/"), "{stderr}");
+    assert!(
+        stderr.contains("denied") || stderr.contains("credentials"),
+        "{stderr}"
+    );
+    let status = env.status("locked");
+    assert_eq!(status["job"]["state"], "running", "{status}");
+    assert_eq!(status["job"]["counts"]["enqueued"], 0, "{status}");
+}

@@ -17,12 +17,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::error::SdkError;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use aws_sdk_sqs::Client;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use callpipe_common::queue::{Queue, QueueDepth, QueueError, Received};
 
 use crate::aws::{self, Cause};
+
+/// The most messages one SendMessageBatch takes.
+const SEND_BATCH: usize = 10;
 
 /// SQS's longest visibility timeout: 12 hours.
 const MAX_VISIBILITY_S: u64 = 43_200;
@@ -142,6 +147,72 @@ impl Queue for SqsQueue {
             .await
             .map_err(|e| self.error(Op::Send, &e))?;
         Ok(())
+    }
+
+    async fn send_batch(&self, bodies: &[String]) -> Vec<Result<(), QueueError>> {
+        let mut out = Vec::with_capacity(bodies.len());
+        for chunk in bodies.chunks(SEND_BATCH) {
+            let entries: Result<Vec<_>, _> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                })
+                .collect();
+            let sent = match entries {
+                Ok(entries) => self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| self.error(Op::Send, &e)),
+                Err(e) => Err(QueueError::Rejected {
+                    queue: self.url.clone(),
+                    reason: format!("batch entry: {e}"),
+                }),
+            };
+            match sent {
+                Err(e) => out.extend(chunk.iter().map(|_| Err(e.clone()))),
+                Ok(output) => {
+                    let mut results: Vec<Result<(), QueueError>> = vec![Ok(()); chunk.len()];
+                    for failed in output.failed() {
+                        let Some(slot) = failed
+                            .id()
+                            .parse::<usize>()
+                            .ok()
+                            .and_then(|i| results.get_mut(i))
+                        else {
+                            continue;
+                        };
+                        let reason = format!(
+                            "{}: {}",
+                            failed.code(),
+                            failed.message().unwrap_or("refused")
+                        );
+                        // The sender's fault (a body SQS refuses) will not pass on a retry;
+                        // anything else is the service's and may.
+                        *slot = Err(if failed.sender_fault() {
+                            QueueError::Rejected {
+                                queue: self.url.clone(),
+                                reason,
+                            }
+                        } else {
+                            QueueError::Unavailable {
+                                queue: self.url.clone(),
+                                reason,
+                            }
+                        });
+                    }
+                    out.extend(results);
+                }
+            }
+        }
+        out
     }
 
     async fn depth(&self) -> Result<QueueDepth, QueueError> {

@@ -5,80 +5,11 @@
 //! The binary is `$CALLPIPE_S3S_FS`, or `s3s-fs` on `PATH` (`source scripts/env.sh &&
 //! ensure_test_servers` builds it). A server that cannot start fails the test.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use aws_sdk_s3::config::Credentials;
+mod support;
 
 use callpipe_cloud::s3::{S3ObjectStore, S3Recordings};
 use callpipe_common::store::{ObjectStore as _, RecordingSource as _};
-
-const ACCESS: &str = "callpipe-test";
-const SECRET: &str = "a-secret-that-signs-every-request";
-
-struct S3sFs {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl S3sFs {
-    fn start() -> S3sFs {
-        let binary = std::env::var_os("CALLPIPE_S3S_FS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("s3s-fs"));
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS, "--secret-key", SECRET])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} ({e}): run `source scripts/env.sh && ensure_test_servers`",
-                    binary.display()
-                )
-            });
-        let until = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < until,
-                "s3s-fs did not listen on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        S3sFs {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    async fn client(&self, secret: &str) -> aws_sdk_s3::Client {
-        let config = callpipe_cloud::aws::config_loader(Some("us-east-1"))
-            .endpoint_url(format!("http://127.0.0.1:{}", self.port))
-            .credentials_provider(Credentials::new(ACCESS, secret, None, None, "test"))
-            .load()
-            .await;
-        callpipe_cloud::aws::s3_client(&config, true)
-    }
-}
-
-impl Drop for S3sFs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::s3s::{S3sFs, SECRET};
 
 #[tokio::test]
 async fn requests_are_signed_and_a_wrong_secret_is_refused() {

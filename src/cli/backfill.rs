@@ -549,7 +549,7 @@ async fn dry_run(
         speed_measured,
         workers: b.workers,
         hours,
-        cost_usd: (b.worker_hour_usd > 0.0).then(|| hours * b.workers as f64 * b.worker_hour_usd),
+        cost_usd: (b.worker_hour_usd > 0.0).then_some(hours * b.workers as f64 * b.worker_hour_usd),
         found,
     };
     if json {

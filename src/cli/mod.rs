@@ -72,7 +72,7 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Feed historical recordings (S3 prefixes, directories) into the pipeline below live
     /// work: resumable, rate-limited; `backfill status|pause|resume|cancel JOB`.
-    Backfill(backfill::BackfillArgs),
+    Backfill(Box<backfill::BackfillArgs>),
     /// Hybrid keyword + semantic search over indexed calls.
     Search(search::SearchArgs),
     /// List processed calls, or show one call's transcript.
@@ -188,7 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => runtime.block_on(eval::run(&ctx, args)),
         Command::Run(args) => runtime.block_on(run::run(&ctx, args)),
         Command::Worker(args) => runtime.block_on(worker::run(&ctx, args)),
-        Command::Backfill(args) => runtime.block_on(backfill::run(&ctx, args)),
+        Command::Backfill(args) => runtime.block_on(backfill::run(&ctx, *args)),
         Command::Search(args) => runtime.block_on(search::run(&ctx, args)),
         Command::Calls(args) => runtime.block_on(calls::run(&ctx, args)),
         Command::Setup(args) => runtime.block_on(setup::run(&ctx, args)),

@@ -7,6 +7,7 @@
 pub mod mongo;
 pub mod moto;
 pub mod redis;
+pub mod s3s;
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -131,4 +131,19 @@ pub async fn queue(queue: &dyn Queue, t: Timing) {
         (0, 0),
         "nothing left after every message is acknowledged"
     );
+
+    // A batch of 23 (more than one SQS request's ten): one result per body, all delivered.
+    let bodies: Vec<String> = (0..23).map(|i| format!("{{\"batch\":{i}}}")).collect();
+    let results = queue.send_batch(&bodies).await;
+    assert_eq!(results.len(), bodies.len(), "one result per body");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let got = receive_n(queue, bodies.len(), long, t).await;
+    let mut received: Vec<String> = got.iter().map(|m| m.body.clone()).collect();
+    received.sort();
+    let mut sent = bodies.clone();
+    sent.sort();
+    assert_eq!(received, sent, "every batched message arrives once, intact");
+    for m in &got {
+        queue.ack(&m.receipt).await.expect("ack");
+    }
 }

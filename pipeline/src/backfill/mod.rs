@@ -55,8 +55,10 @@ pub const BATCH: usize = 100;
 const JOB_LEASE: Duration = Duration::from_secs(15);
 /// How often a job waiting for places in the lane looks again.
 const ADMIT_POLL: Duration = Duration::from_millis(500);
-/// Sends in flight at once to the lane's queue.
-const SEND_CONCURRENCY: usize = 16;
+/// Messages per send request (SQS's SendMessageBatch takes ten).
+const SEND_CHUNK: usize = 10;
+/// Send requests in flight at once to the lane's queue.
+const SEND_CONCURRENCY: usize = 4;
 
 /// What a job lists: its sources and recording-time window.
 #[derive(Debug, Clone)]
@@ -144,7 +146,7 @@ pub struct DryRun {
 #[derive(Debug, Clone)]
 pub enum Event {
     Surveyed(Survey),
-    Checkpoint(BackfillJob),
+    Checkpoint(Box<BackfillJob>),
     /// The lane is full: waiting for places.
     Waiting {
         in_flight: u64,
@@ -497,7 +499,7 @@ impl Backfill {
             job.state = JobState::Done;
             job.finished_at_ms = Some(now_ms());
             self.checkpoint_or_stop(job).await?;
-            on_event(Event::Checkpoint(job.clone()));
+            on_event(Event::Checkpoint(Box::new(job.clone())));
         }
         Ok(this_run)
     }
@@ -709,7 +711,7 @@ impl Backfill {
                 continue;
             }
             // Full (or over the rate): wait, and meanwhile notice a stop, a pause or a cancel.
-            if waited % 10 == 0 {
+            if waited.is_multiple_of(10) {
                 let in_flight = self.coord.occupancy(key).await.unwrap_or(0);
                 on_event(Event::Waiting { in_flight });
                 if let Ok(Some(stored)) = self.jobs.get_job(&job.id).await {
@@ -809,22 +811,31 @@ impl Backfill {
             })
             .collect();
         let ttl = self.limits.in_flight_ttl;
-        let results: Vec<(usize, Result<(), JobError>)> = futures::stream::iter(work)
-            .map(|(i, body, mark, uri)| {
+        let chunks: Vec<Vec<(usize, String, String, String)>> =
+            work.chunks(SEND_CHUNK).map(<[_]>::to_vec).collect();
+        let results: Vec<(usize, Result<(), JobError>)> = futures::stream::iter(chunks)
+            .map(|chunk| {
                 let queue = Arc::clone(queue);
                 let coord = Arc::clone(&self.coord);
                 async move {
-                    let r = match queue.send(&body).await {
-                        Ok(()) => coord
-                            .set_marker(&mark, ttl)
-                            .await
-                            .map_err(|e| e.job(format!("marking {uri} sent"))),
-                        Err(e) => Err(e.job(format!("enqueuing {uri}"))),
-                    };
-                    (i, r)
+                    let bodies: Vec<String> = chunk.iter().map(|(_, b, _, _)| b.clone()).collect();
+                    let sent = queue.send_batch(&bodies).await;
+                    let mut out = Vec::with_capacity(chunk.len());
+                    for ((i, _, mark, uri), r) in chunk.into_iter().zip(sent) {
+                        let r = match r {
+                            Ok(()) => coord
+                                .set_marker(&mark, ttl)
+                                .await
+                                .map_err(|e| e.job(format!("marking {uri} sent"))),
+                            Err(e) => Err(e.job(format!("enqueuing {uri}"))),
+                        };
+                        out.push((i, r));
+                    }
+                    out
                 }
             })
             .buffer_unordered(SEND_CONCURRENCY)
+            .flat_map(futures::stream::iter)
             .collect()
             .await;
         let mut first_error = None;
@@ -859,7 +870,7 @@ impl Backfill {
         }
         if moved && job.state == JobState::Running {
             self.checkpoint_or_stop(job).await?;
-            on_event(Event::Checkpoint(job.clone()));
+            on_event(Event::Checkpoint(Box::new(job.clone())));
         }
         Ok(())
     }
