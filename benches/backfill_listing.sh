@@ -64,16 +64,16 @@ PY
     run() {
         local mode="$1"; shift
         local data="$work/data-$n-$mode"
-        /usr/bin/time -f "%e %M" -o "$work/time" \
+        /usr/bin/time -f "%e %M %U %S" -o "$work/time" \
             env CALLPIPE_STORAGE__S3_FORCE_PATH_STYLE=true \
                 CALLPIPE_REDIS__URL="redis://127.0.0.1:$redis_port" \
                 CALLPIPE_QUEUE__INGEST_URL="$ingest_url" CALLPIPE_QUEUE__BACKFILL_URL="$queue_url" \
                 CALLPIPE_BACKFILL__MAX_IN_FLIGHT=100000 \
             "$CALLPIPE_BIN" --data-dir "$data" backfill s3://archive/calls/ --json "$@" >"$work/out.json"
-        read -r wall rss_kb <"$work/time"
+        read -r wall rss_kb user_s sys_s <"$work/time"
         local listed
         listed="$("$python" -c 'import json,sys; d=json.load(open(sys.argv[1])); c=d.get("counts") or d["this_run"]; print(c["listed"])' "$work/out.json")"
-        "$python" -c 'import sys; n,w,r,m=int(sys.argv[1]),float(sys.argv[2]),int(sys.argv[3]),sys.argv[4]; print(f"{m:8} {n:8d} objects  {w:7.1f} s  {n/w:8.0f} objects/s  peak RSS {r/1024:6.1f} MB")' "$listed" "$wall" "$rss_kb" "$mode"
+        "$python" -c 'import sys; n,w,r,m,c=int(sys.argv[1]),float(sys.argv[2]),int(sys.argv[3]),sys.argv[4],float(sys.argv[5])+float(sys.argv[6]); print(f"{m:8} {n:8d} objects  {w:7.1f} s  {n/w:8.0f} objects/s  callpipe CPU {c:6.1f} s  peak RSS {r/1024:6.1f} MB")' "$listed" "$wall" "$rss_kb" "$mode" "$user_s" "$sys_s"
     }
     run dry-run --dry-run
     if [ "$enqueue" = 1 ]; then
