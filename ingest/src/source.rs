@@ -22,6 +22,22 @@ pub struct LocalSource {
     pub recorded_at_ms: i64,
 }
 
+impl LocalSource {
+    /// The file as a pipeline source. A local file has no version or ETag (its revision is
+    /// its content), and one process writes the data directory, so there is no late writer
+    /// to order against with a modification time.
+    pub fn source_ref(&self) -> callpipe_common::messages::SourceRef {
+        callpipe_common::messages::SourceRef {
+            uri: self.uri.clone(),
+            version: None,
+            etag: None,
+            size: Some(self.size),
+            recorded_at_ms: Some(self.recorded_at_ms),
+            modified_ms: None,
+        }
+    }
+}
+
 /// A path that could not be used as a source, with the reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceError {

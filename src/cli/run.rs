@@ -136,15 +136,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     ));
 
     let progress = Progress::new((prefixes.is_empty()).then_some(known));
-    let local_sources = stream::iter(files).map(|f| SourceRef {
-        uri: f.uri,
-        version: None,
-        etag: None,
-        size: Some(f.size),
-        recorded_at_ms: Some(f.recorded_at_ms),
-        // One process writes the data directory; there is no late writer to order against.
-        modified_ms: None,
-    });
+    let local_sources = stream::iter(files).map(|f| f.source_ref());
     let extensions = ctx.config.run.extensions.clone();
     let listing_errors = Arc::new(std::sync::Mutex::new(Vec::new()));
     let s3_sources = {

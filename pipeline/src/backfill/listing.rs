@@ -124,14 +124,7 @@ pub fn list(
                     Ok(Listed {
                         position,
                         size: f.size,
-                        source: SourceRef {
-                            uri: f.uri,
-                            version: None,
-                            etag: None,
-                            size: Some(f.size),
-                            recorded_at_ms: Some(f.recorded_at_ms),
-                            modified_ms: None,
-                        },
+                        source: f.source_ref(),
                     })
                 })
                 .collect();
