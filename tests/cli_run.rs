@@ -307,6 +307,79 @@ fn filters_exclude() {
 }
 
 #[test]
+fn query_syntax_phrases_exclusions_and_call_ids() {
+    let ix = indexed();
+    let words = |h: &Value| -> Vec<String> {
+        h["segment"]["text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let holds = |h: &Value, phrase: &[String]| words(h).windows(phrase.len()).any(|w| w == phrase);
+    let pharmacy = search(&ix.data, "pharmacy", &["--limit", "20"]);
+    let saying: Vec<&Value> = pharmacy
+        .iter()
+        .filter(|h| words(h).contains(&"pharmacy".to_owned()))
+        .collect();
+    assert!(saying.len() >= 2, "{pharmacy:?}");
+
+    // A quoted phrase must occur, its words in order: here "pharmacy" and the word before it
+    // in one of the segments saying it. Semantic neighbours without it drop out.
+    let w = words(saying[0]);
+    let at = w.iter().position(|x| x == "pharmacy").unwrap().max(1);
+    let phrase = w[at - 1..=at].to_vec();
+    let hits = search(&ix.data, &format!("\"{}\"", phrase.join(" ")), &[]);
+    assert!(!hits.is_empty(), "{phrase:?}");
+    assert!(
+        hits.iter().all(|h| holds(h, &phrase)),
+        "{phrase:?}: {hits:?}"
+    );
+    assert!(search(&ix.data, "\"pharmacy pharmacy pharmacy\"", &[]).is_empty());
+
+    // -word leaves out every segment holding it: a word one pharmacy segment has and another
+    // lacks.
+    let other = words(saying[1]);
+    let only_first = w
+        .iter()
+        .find(|x| x.len() > 3 && !other.contains(x))
+        .expect("the two segments differ")
+        .clone();
+    let without = search(
+        &ix.data,
+        &format!("pharmacy -{only_first}"),
+        &["--limit", "20"],
+    );
+    assert!(!without.is_empty());
+    assert!(
+        without.iter().all(|h| !words(h).contains(&only_first)),
+        "-{only_first}: {without:?}"
+    );
+    assert!(without
+        .iter()
+        .any(|h| words(h).contains(&"pharmacy".to_owned())));
+
+    // A call id alone lists that call from its start; with words it searches that call.
+    let id = saying[0]["call"]["call_id"].as_str().unwrap().to_owned();
+    let listed = search(&ix.data, &id, &["--limit", "3"]);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|h| h["call"]["call_id"] == id.as_str()));
+    let starts: Vec<f64> = listed
+        .iter()
+        .map(|h| h["segment"]["start_s"].as_f64().unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+    let in_call = search(&ix.data, &format!("{id} parcel never arrived"), &[]);
+    assert!(!in_call.is_empty());
+    assert!(in_call.iter().all(|h| h["call"]["call_id"] == id.as_str()));
+    // A phone number nobody said matches nothing, though its digit groups are plain words.
+    assert!(search(&ix.data, "(555) 013-4567", &[]).is_empty());
+}
+
+#[test]
 fn show_prints_both_parties_interleaved_by_time() {
     let ix = indexed();
     let billing = ix.input.join("2026-03-02T09-14-05_billing-refund.wav");

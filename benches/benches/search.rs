@@ -322,7 +322,10 @@ async fn queries(
         embed.push(t.elapsed());
 
         let t = Instant::now();
-        keyword.keyword_search(text, &filters[0], 50).await.unwrap();
+        keyword
+            .keyword_search(&callpipe_index::query::parse(text).keyword, &filters[0], 50)
+            .await
+            .unwrap();
         kw.push(t.elapsed());
 
         let t = Instant::now();

@@ -17,8 +17,8 @@ use callpipe_cloud::opensearch::{OpenSearchIndex, OpenSearchSettings};
 use callpipe_common::ids::{CallId, Revision};
 use callpipe_common::store::conformance::{self, KeywordLoader};
 use callpipe_common::store::{
-    CallRecord, KeywordIndex, SearchFilter, SegmentDoc, SegmentKey, StoreError, VectorDoc,
-    VectorIndex,
+    CallRecord, KeywordIndex, KeywordQuery, SearchFilter, SegmentDoc, SegmentKey, StoreError,
+    VectorDoc, VectorIndex,
 };
 use callpipe_common::Role;
 use callpipe_testkit::{StrictAoss, StrictAossOptions};
@@ -365,9 +365,10 @@ async fn small_calls_need_no_request() {
         .expect("knn")
         .is_empty());
     assert!(index
-        .keyword_search("?!", &SearchFilter::default(), 10)
+        .keyword_search(&KeywordQuery::any_of("?!"), &SearchFilter::default(), 10)
         .await
         .expect("search")
+        .hits
         .is_empty());
     assert!(index.batch_ids("b", 0).await.expect("ids").is_empty());
     let counts = server.counts();

@@ -252,8 +252,13 @@ impl Default for IndexConfig {
 pub struct SearchConfig {
     /// Candidates taken from each of the keyword and the vector list before fusion.
     pub candidates: usize,
-    /// The `k` of reciprocal rank fusion, `score = sum of 1 / (k + rank)`.
-    pub rrf_k: f32,
+    /// How much a segment holding every query word gains in the fused score, in units of the
+    /// semantic list's spread (`score = semantic + keyword_weight × coverage`, see
+    /// `callpipe_index::fusion`); 0 ranks by meaning alone. Set by `callpipe eval-search --tune`.
+    pub keyword_weight: f32,
+    /// How much the keyword list's best BM25 score gains over none, in the same units
+    /// (`+ bm25_weight × bm25 / best bm25`). Set by `callpipe eval-search --tune`.
+    pub bm25_weight: f32,
     /// Units of context shown before and after each hit.
     pub context: usize,
     /// Results returned when `--limit` is not given.
@@ -264,7 +269,8 @@ impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
             candidates: 50,
-            rrf_k: 60.0,
+            keyword_weight: 1.25,
+            bm25_weight: 0.3,
             context: 1,
             limit: 10,
         }
@@ -948,8 +954,11 @@ impl Config {
         if !(1..=10_000).contains(&search.candidates) {
             p.add("search.candidates", "must be within [1, 10000]");
         }
-        if search.rrf_k.is_nan() || search.rrf_k < 0.0 {
-            p.add("search.rrf_k", "must be 0 or more");
+        if !search.keyword_weight.is_finite() || search.keyword_weight < 0.0 {
+            p.add("search.keyword_weight", "must be a number, 0 or more");
+        }
+        if !search.bm25_weight.is_finite() || search.bm25_weight < 0.0 {
+            p.add("search.bm25_weight", "must be a number, 0 or more");
         }
         if search.context > 20 {
             p.add("search.context", "must be at most 20");

@@ -1,42 +1,89 @@
-//! Hybrid search: keyword (BM25) and semantic (kNN) candidates fused by reciprocal rank.
+//! Hybrid search: keyword (BM25) and semantic (kNN) candidates, fused by how much of the
+//! query each one covers and how close it is in meaning.
 //!
 //! Keyword search finds the exact rare word (a product code, a surname) that an embedding
-//! blurs; vector search finds the paraphrase that shares no word with the query. Reciprocal
-//! rank fusion (`score = Σ 1 / (k + rank)` over the lists a segment appears in) needs no score
-//! calibration between BM25 and cosine, which have nothing in common, and is what OpenSearch's
-//! own hybrid search offers. Both candidate lists apply the same filters, and every fused key
-//! is joined back to the metadata store, so only current segments of existing calls come back.
+//! blurs; vector search finds the paraphrase that shares no word with the query. Both
+//! candidate lists apply the same filters; every candidate is joined back to the metadata
+//! store, so only current segments of existing calls come back, and its text is checked
+//! against the query's constraints and scored by [`crate::fusion`]. The query is parsed once
+//! ([`crate::query`]), whatever the backends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use callpipe_common::ids::CallId;
 use callpipe_common::store::{
-    CallRecord, KeywordIndex, MetadataStore, SearchFilter, SegmentDoc, SegmentKey, StoreError,
-    VectorIndex,
+    CallRecord, KeywordHits, KeywordIndex, MetadataStore, ScoredKey, SearchFilter, SegmentDoc,
+    SegmentKey, StoreError, VectorIndex,
 };
 use serde::Serialize;
 
 use crate::embed::{EmbedError, Embedder};
+use crate::fusion::{self, Analyzed, Evidence, FusionWeights, QueryEvidence, SemanticSpread};
+use crate::query::{self, ParsedQuery};
+
+/// The `k` of the reciprocal rank fusion baseline ([`SearchMode::RankFusion`]), as OpenSearch
+/// and most hybrid search systems default it.
+pub const RRF_K: f32 = 60.0;
 
 /// How candidates are gathered and fused.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchSettings {
     /// Candidates taken from each of the keyword and vector lists.
     pub candidates: usize,
-    /// The `k` of reciprocal rank fusion: larger flattens the advantage of the top ranks.
-    pub rrf_k: f32,
     /// Neighbouring units shown before and after each hit.
     pub context: usize,
+    pub weights: FusionWeights,
 }
 
 impl Default for SearchSettings {
     fn default() -> Self {
         SearchSettings {
             candidates: 50,
-            rrf_k: 60.0,
             context: 1,
+            weights: FusionWeights::default(),
         }
+    }
+}
+
+/// Which evidence ranks the results: the product searches [`SearchMode::Hybrid`]; the others
+/// are what `callpipe eval-search` measures it against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchMode {
+    /// Keyword coverage and semantic similarity ([`fusion::fused_score`]).
+    Hybrid,
+    /// The keyword list alone, in BM25 order.
+    Keyword,
+    /// The semantic list alone, in cosine order.
+    Semantic,
+    /// Reciprocal rank fusion of the two lists: rank-only fusion, the baseline.
+    RankFusion,
+}
+
+impl SearchMode {
+    pub const ALL: [SearchMode; 4] = [
+        SearchMode::Keyword,
+        SearchMode::Semantic,
+        SearchMode::RankFusion,
+        SearchMode::Hybrid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Keyword => "keyword",
+            SearchMode::Semantic => "semantic",
+            SearchMode::RankFusion => "rank_fusion",
+        }
+    }
+
+    fn uses_keyword(self) -> bool {
+        self != SearchMode::Semantic
+    }
+
+    fn uses_semantic(self) -> bool {
+        self != SearchMode::Keyword
     }
 }
 
@@ -89,30 +136,51 @@ pub struct HybridSearch {
     settings: SearchSettings,
 }
 
-/// Fuses ranked lists: each key scores `Σ 1 / (k + rank)`, best first; ties keep the order of
-/// first appearance, so the result is deterministic.
-pub fn reciprocal_rank_fusion(
-    lists: &[&[SegmentKey]],
-    k: f32,
-) -> Vec<(SegmentKey, f32, Vec<Option<usize>>)> {
-    let mut fused: Vec<(SegmentKey, f32, Vec<Option<usize>>)> = Vec::new();
-    let mut at: HashMap<&SegmentKey, usize> = HashMap::new();
-    for (l, list) in lists.iter().enumerate() {
-        for (rank, key) in list.iter().enumerate() {
-            let i = *at.entry(key).or_insert_with(|| {
-                fused.push((key.clone(), 0.0, vec![None; lists.len()]));
-                fused.len() - 1
-            });
-            // A backend may return a key twice (no custom ids); count its best rank once.
-            if fused[i].2[l].is_none() {
-                fused[i].1 += 1.0 / (k + rank as f32 + 1.0);
-                fused[i].2[l] = Some(rank + 1);
-            }
-        }
+/// A query's candidates with their evidence, before ranking: what `eval-search --tune`
+/// ranks again under other weights without searching again.
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    /// Current segments that meet the query's constraints, keyword list first, then the
+    /// semantic list's others.
+    pub items: Vec<(SegmentDoc, Evidence)>,
+    pub spread: Option<SemanticSpread>,
+    /// The keyword list's best BM25 score.
+    pub best_bm25: Option<f32>,
+}
+
+impl Candidates {
+    /// Indices into `items`, best first, with their scores under `mode`.
+    pub fn rank(&self, mode: SearchMode, weights: &FusionWeights) -> Vec<(usize, f32)> {
+        let mut ranked: Vec<(usize, f32)> = self
+            .items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, e))| {
+                let score = match mode {
+                    SearchMode::Hybrid => {
+                        fusion::fused_score(e, self.spread, self.best_bm25, weights)
+                    }
+                    SearchMode::Keyword => 1.0 / e.keyword_rank? as f32,
+                    SearchMode::Semantic => e.cosine?,
+                    SearchMode::RankFusion => fusion::reciprocal_rank(e, RRF_K),
+                };
+                Some((i, score))
+            })
+            .collect();
+        // Ties go to the better keyword rank, then the better semantic rank: deterministic.
+        let order = |i: usize| {
+            let e = &self.items[i].1;
+            (
+                e.keyword_rank.unwrap_or(usize::MAX),
+                e.semantic_rank.unwrap_or(usize::MAX),
+            )
+        };
+        ranked.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then_with(|| order(a.0).cmp(&order(b.0)))
+        });
+        ranked
     }
-    // Stable sort: equal scores keep first-appearance order.
-    fused.sort_by(|a, b| b.1.total_cmp(&a.1));
-    fused
 }
 
 impl HybridSearch {
@@ -132,6 +200,10 @@ impl HybridSearch {
         }
     }
 
+    pub fn settings(&self) -> &SearchSettings {
+        &self.settings
+    }
+
     /// The best `limit` units for `query` among those passing `filter`.
     pub async fn search(
         &self,
@@ -139,69 +211,245 @@ impl HybridSearch {
         filter: &SearchFilter,
         limit: usize,
     ) -> Result<Vec<SearchHit>, SearchError> {
-        if limit == 0 || query.trim().is_empty() {
+        self.search_as(SearchMode::Hybrid, query, filter, limit)
+            .await
+    }
+
+    /// [`HybridSearch::search`], ranked by `mode`.
+    pub async fn search_as(
+        &self,
+        mode: SearchMode,
+        query: &str,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        if limit == 0 {
             return Ok(Vec::new());
         }
-        let candidates = self.settings.candidates.max(limit);
-        let embedder = self.embedder.clone();
-        let text = query.to_owned();
-        let embedding = tokio::task::spawn_blocking(move || embedder.embed(&[text.as_str()]))
-            .await
-            .map_err(|e| SearchError::Task(e.to_string()))??;
-        let vector = embedding.into_iter().next().unwrap_or_default();
+        let parsed = query::parse(query);
+        let Some(filter) = narrowed(&parsed, filter) else {
+            return Ok(Vec::new());
+        };
+        if !parsed.has_words() {
+            return match &parsed.call_id {
+                Some(call_id) => self.whole_call(call_id, &filter, limit).await,
+                None => Ok(Vec::new()),
+            };
+        }
+        let candidates = self.gather(mode, &parsed, &filter).await?;
+        let ranked = candidates.rank(mode, &self.settings.weights);
+        self.resolve(candidates, &ranked, limit).await
+    }
 
-        let (keyword, semantic) = tokio::try_join!(
-            self.keyword.keyword_search(query, filter, candidates),
-            self.vectors.knn(&vector, candidates, filter),
-        )?;
-        let keyword: Vec<SegmentKey> = keyword.into_iter().map(|h| h.key).collect();
-        let semantic: Vec<SegmentKey> = semantic.into_iter().map(|h| h.key).collect();
-        let fused = reciprocal_rank_fusion(&[&keyword, &semantic], self.settings.rrf_k);
+    /// The candidates for `query` under `filter`, with their evidence, for a caller that
+    /// ranks them itself ([`Candidates::rank`]) and resolves them with
+    /// [`HybridSearch::resolve`].
+    pub async fn candidates(
+        &self,
+        query: &str,
+        filter: &SearchFilter,
+    ) -> Result<Candidates, SearchError> {
+        let parsed = query::parse(query);
+        match narrowed(&parsed, filter) {
+            Some(filter) if parsed.has_words() => {
+                self.gather(SearchMode::Hybrid, &parsed, &filter).await
+            }
+            _ => Ok(Candidates::default()),
+        }
+    }
 
-        // Resolve in fused order; stale keys (an interrupted run's vectors, a replaced
-        // revision) are dropped here, so look a little past `limit`.
-        let wanted: Vec<SegmentKey> = fused
-            .iter()
-            .take(limit * 2 + 10)
-            .map(|f| f.0.clone())
-            .collect();
-        let found = self.metadata.segments_by_key(&wanted).await?;
+    async fn gather(
+        &self,
+        mode: SearchMode,
+        parsed: &ParsedQuery,
+        filter: &SearchFilter,
+    ) -> Result<Candidates, SearchError> {
+        let k = self.settings.candidates.max(1);
+        // The keyword search runs while the query is embedded: it does not need the vector.
+        let keyword = async {
+            if !mode.uses_keyword() {
+                return Ok(KeywordHits::default());
+            }
+            self.keyword
+                .keyword_search(&parsed.keyword, filter, k)
+                .await
+                .map_err(SearchError::from)
+        };
+        let semantic = async {
+            if !mode.uses_semantic() || parsed.semantic.trim().is_empty() {
+                return Ok(Vec::new());
+            }
+            let embedder = self.embedder.clone();
+            let text = parsed.semantic.clone();
+            let embedding = tokio::task::spawn_blocking(move || embedder.embed(&[text.as_str()]))
+                .await
+                .map_err(|e| SearchError::Task(e.to_string()))??;
+            let vector = embedding.into_iter().next().unwrap_or_default();
+            Ok::<_, SearchError>(self.vectors.knn(&vector, k, filter).await?)
+        };
+        let (keyword, semantic) = tokio::try_join!(keyword, semantic)?;
+        let evidence = QueryEvidence::new(parsed, &keyword);
+        Ok(self.evidence(&keyword.hits, &semantic, &evidence).await?)
+    }
+
+    /// Joins both lists' keys to the metadata store and weighs each current segment that
+    /// meets the query's constraints.
+    async fn evidence(
+        &self,
+        keyword: &[ScoredKey],
+        semantic: &[ScoredKey],
+        query: &QueryEvidence,
+    ) -> Result<Candidates, StoreError> {
+        let mut order: Vec<SegmentKey> = Vec::with_capacity(keyword.len() + semantic.len());
+        let mut ranks: HashMap<SegmentKey, Evidence> = HashMap::new();
+        let blank = Evidence {
+            cosine: None,
+            coverage: 0.0,
+            bm25: None,
+            keyword_rank: None,
+            semantic_rank: None,
+        };
+        // A backend may return a key twice (no custom ids); its best rank counts.
+        for (rank, hit) in keyword.iter().enumerate() {
+            let e = ranks.entry(hit.key.clone()).or_insert_with(|| {
+                order.push(hit.key.clone());
+                blank
+            });
+            if e.keyword_rank.is_none() {
+                e.keyword_rank = Some(rank + 1);
+                e.bm25 = Some(hit.score);
+            }
+        }
+        for (rank, hit) in semantic.iter().enumerate() {
+            let e = ranks.entry(hit.key.clone()).or_insert_with(|| {
+                order.push(hit.key.clone());
+                blank
+            });
+            if e.semantic_rank.is_none() {
+                e.semantic_rank = Some(rank + 1);
+                e.cosine = Some(hit.score);
+            }
+        }
+        let found = self.metadata.segments_by_key(&order).await?;
         let mut by_key: HashMap<SegmentKey, SegmentDoc> =
             found.into_iter().map(|s| (s.key.clone(), s)).collect();
+        let mut items = Vec::with_capacity(order.len());
+        for key in &order {
+            // Stale keys (an interrupted run's vectors, a replaced revision) end here.
+            let Some(segment) = by_key.remove(key) else {
+                continue;
+            };
+            let text = Analyzed::new(&segment.text);
+            if !query.admits(&text) {
+                continue;
+            }
+            let mut e = ranks[key];
+            e.coverage = query.coverage(&text);
+            items.push((segment, e));
+        }
+        // The spread of the semantic list as it was ranked, stale entries included: the
+        // K-th neighbour's cosine is what an unranked candidate is worth.
+        let spread = SemanticSpread::of(semantic.iter().map(|h| h.score));
+        let best_bm25 = keyword.iter().map(|h| h.score).reduce(f32::max);
+        Ok(Candidates {
+            items,
+            spread,
+            best_bm25,
+        })
+    }
 
-        let mut calls: HashMap<CallId, (CallRecord, Vec<SegmentDoc>)> = HashMap::new();
-        let mut hits = Vec::with_capacity(limit);
-        for (key, score, ranks) in fused {
+    /// The first `limit` of `ranked` (indices into `candidates`) as hits with their calls
+    /// and context; a call deleted meanwhile drops out.
+    pub async fn resolve(
+        &self,
+        candidates: Candidates,
+        ranked: &[(usize, f32)],
+        limit: usize,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        let mut items: Vec<Option<(SegmentDoc, Evidence)>> =
+            candidates.items.into_iter().map(Some).collect();
+        let mut calls: HashMap<CallId, Option<(CallRecord, Vec<SegmentDoc>)>> = HashMap::new();
+        let mut hits = Vec::with_capacity(limit.min(ranked.len()));
+        for &(i, score) in ranked {
             if hits.len() == limit {
                 break;
             }
-            let Some(segment) = by_key.remove(&key) else {
+            let Some((segment, e)) = items.get_mut(i).and_then(Option::take) else {
                 continue;
             };
-            if !calls.contains_key(&key.call_id) {
-                let Some(call) = self.metadata.get_call(&key.call_id).await? else {
-                    continue;
+            let call_id = segment.key.call_id.clone();
+            if !calls.contains_key(&call_id) {
+                let loaded = match self.metadata.get_call(&call_id).await? {
+                    Some(call) => {
+                        let all = if self.settings.context > 0 {
+                            self.metadata.segments(&call_id).await?
+                        } else {
+                            Vec::new()
+                        };
+                        Some((call, all))
+                    }
+                    None => None,
                 };
-                let all = if self.settings.context > 0 {
-                    self.metadata.segments(&key.call_id).await?
-                } else {
-                    Vec::new()
-                };
-                calls.insert(key.call_id.clone(), (call, all));
+                calls.insert(call_id.clone(), loaded);
             }
-            let (call, all) = &calls[&key.call_id];
-            let (before, after) = match all.iter().position(|s| s.key == key) {
-                Some(i) => (
-                    all[i.saturating_sub(self.settings.context)..i].to_vec(),
-                    all[i + 1..(i + 1 + self.settings.context).min(all.len())].to_vec(),
-                ),
-                None => (Vec::new(), Vec::new()),
+            let Some((call, all)) = &calls[&call_id] else {
+                continue;
             };
+            let (before, after) = self.context_of(all, &segment.key);
             hits.push(SearchHit {
                 score,
-                keyword_rank: ranks[0],
-                vector_rank: ranks[1],
+                keyword_rank: e.keyword_rank,
+                vector_rank: e.semantic_rank,
                 segment,
+                call: call.clone(),
+                before,
+                after,
+            });
+        }
+        Ok(hits)
+    }
+
+    fn context_of(
+        &self,
+        all: &[SegmentDoc],
+        key: &SegmentKey,
+    ) -> (Vec<SegmentDoc>, Vec<SegmentDoc>) {
+        let context = self.settings.context;
+        match all.iter().position(|s| &s.key == key) {
+            Some(i) => (
+                all[i.saturating_sub(context)..i].to_vec(),
+                all[i + 1..(i + 1 + context).min(all.len())].to_vec(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// A query that is only a call id: that call's units from the start, as far as the
+    /// filter's role allows.
+    async fn whole_call(
+        &self,
+        call_id: &CallId,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        let Some(call) = self.metadata.get_call(call_id).await? else {
+            return Ok(Vec::new());
+        };
+        let all = self.metadata.segments(call_id).await?;
+        let mut hits = Vec::new();
+        for segment in &all {
+            if hits.len() == limit {
+                break;
+            }
+            if !filter.matches(segment.role, call.facets()) {
+                continue;
+            }
+            let (before, after) = self.context_of(&all, &segment.key);
+            hits.push(SearchHit {
+                score: 1.0,
+                keyword_rank: None,
+                vector_rank: None,
+                segment: segment.clone(),
                 call: call.clone(),
                 before,
                 after,
@@ -211,32 +459,14 @@ impl HybridSearch {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use callpipe_common::ids::Revision;
-
-    fn key(n: u32) -> SegmentKey {
-        SegmentKey {
-            call_id: CallId::from_source("c"),
-            revision: Revision::new("r"),
-            channel: 0,
-            seq: n,
+/// `filter` with the query's call id applied; `None` when the two ask for different calls.
+fn narrowed(parsed: &ParsedQuery, filter: &SearchFilter) -> Option<SearchFilter> {
+    let mut filter = filter.clone();
+    if let Some(id) = &parsed.call_id {
+        if filter.call_id.as_ref().is_some_and(|c| c != id) {
+            return None;
         }
+        filter.call_id = Some(id.clone());
     }
-
-    #[test]
-    fn fusion_rewards_agreement_and_counts_duplicates_once() {
-        let keyword = [key(1), key(2), key(3)];
-        let vector = [key(3), key(4), key(3)];
-        let fused = reciprocal_rank_fusion(&[&keyword, &vector], 60.0);
-        let order: Vec<u32> = fused.iter().map(|f| f.0.seq).collect();
-        // 3 is in both lists and wins; then 1 (rank 1 once); 2 and 4 tie at rank 2 and keep
-        // the order they first appeared in.
-        assert_eq!(order[0], 3);
-        assert_eq!(fused[0].2, vec![Some(3), Some(1)]);
-        assert!((fused[0].1 - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-6);
-        assert_eq!(order.len(), 4);
-        assert_eq!(&order[1..], [1, 2, 4]);
-    }
+    Some(filter)
 }

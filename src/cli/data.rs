@@ -13,6 +13,7 @@ use callpipe_common::store::{
     JobStore, KeywordIndex, MetadataStore, ObjectStore, VectorIndex, WriterLock,
 };
 use callpipe_index::embed::{Embedder, MiniLm};
+use callpipe_index::fusion::FusionWeights;
 use callpipe_index::search::SearchSettings;
 use callpipe_index::store::{DiskVectorIndex, SqliteMetadata};
 use callpipe_index::units::UnitRules;
@@ -273,8 +274,12 @@ impl Context {
         let search = &self.config.search;
         SearchSettings {
             candidates: search.candidates,
-            rrf_k: search.rrf_k,
             context: search.context,
+            weights: FusionWeights {
+                keyword_weight: search.keyword_weight,
+                bm25_weight: search.bm25_weight,
+                ..FusionWeights::default()
+            },
         }
     }
 }

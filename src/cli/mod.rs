@@ -6,6 +6,7 @@ mod calls;
 mod config;
 mod data;
 mod eval;
+mod eval_search;
 mod gc;
 mod model;
 mod probe;
@@ -83,6 +84,9 @@ enum Command {
     Transcribe(transcribe::TranscribeArgs),
     /// Word error rate and speed on a manifest of labelled recordings, to choose a model.
     Eval(eval::EvalArgs),
+    /// Search relevance (MRR, recall@k, nDCG@10) and latency on a labelled set, for keyword,
+    /// semantic and hybrid search, per query kind; --tune chooses the fusion weight.
+    EvalSearch(eval_search::EvalSearchArgs),
     /// Install, import and list models (Whisper for ASR, MiniLM for embeddings).
     Model(model::ModelArgs),
     /// Check a configuration (file + CALLPIPE_* overrides) without starting anything.
@@ -186,6 +190,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Probe(args) => runtime.block_on(probe::run(&ctx, args)),
         Command::Transcribe(args) => runtime.block_on(transcribe::run(&ctx, args)),
         Command::Eval(args) => runtime.block_on(eval::run(&ctx, args)),
+        Command::EvalSearch(args) => runtime.block_on(eval_search::run(&ctx, args)),
         Command::Run(args) => runtime.block_on(run::run(&ctx, args)),
         Command::Worker(args) => runtime.block_on(worker::run(&ctx, args)),
         Command::Backfill(args) => runtime.block_on(backfill::run(&ctx, *args)),

@@ -74,7 +74,9 @@ impl FilterArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
-    /// What to look for: words, a phrase, or a paraphrase of what was said.
+    /// What to look for: words or a paraphrase of what was said; "a quoted phrase" must occur;
+    /// -word or -"a phrase" leaves segments holding it out; a call id searches that call (alone,
+    /// it lists the call); a phone number (7+ digits, any separators) matches digit for digit.
     #[arg(required = true, value_name = "QUERY")]
     query: Vec<String>,
 

@@ -38,7 +38,8 @@ use aws_config::SdkConfig;
 use callpipe_common::config::OpensearchConfig;
 use callpipe_common::ids::CallId;
 use callpipe_common::store::{
-    Capabilities, KeywordIndex, ScoredKey, SearchFilter, StoreError, VectorDoc, VectorIndex,
+    Capabilities, KeywordHits, KeywordIndex, KeywordQuery, ScoredKey, SearchFilter, StoreError,
+    VectorDoc, VectorIndex,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -267,6 +268,17 @@ impl OpenSearchIndex {
     }
 
     /// One search request, parsed.
+    /// The documents matching a `_count` body.
+    async fn count_where(&self, body: &Value) -> Result<u64, StoreError> {
+        let op = self.op(Method::POST, "/_count".into());
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        let reply = self.transport.send(&op, body, JSON, Repeat::Always).await?;
+        let body = self.expect_ok(&op, reply)?;
+        let response: query::CountResponse = serde_json::from_slice(&body)
+            .map_err(|e| op.broken(format!("unreadable count response: {e}")))?;
+        Ok(response.count)
+    }
+
     async fn search(&self, body: &Value) -> Result<(Op, query::SearchResponse), StoreError> {
         let op = self.op(Method::POST, "/_search".into());
         let bytes = serde_json::to_vec(body).unwrap_or_default();
@@ -530,13 +542,7 @@ impl VectorIndex for OpenSearchIndex {
     }
 
     async fn count(&self, call_id: Option<&CallId>) -> Result<u64, StoreError> {
-        let op = self.op(Method::POST, "/_count".into());
-        let body = serde_json::to_vec(&query::count_body(call_id)).unwrap_or_default();
-        let reply = self.transport.send(&op, body, JSON, Repeat::Always).await?;
-        let body = self.expect_ok(&op, reply)?;
-        let response: query::CountResponse = serde_json::from_slice(&body)
-            .map_err(|e| op.broken(format!("unreadable count response: {e}")))?;
-        Ok(response.count)
+        self.count_where(&query::count_body(call_id)).await
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
@@ -594,17 +600,38 @@ impl VectorIndex for OpenSearchIndex {
 impl KeywordIndex for OpenSearchIndex {
     async fn keyword_search(
         &self,
-        query: &str,
+        query: &KeywordQuery,
         filter: &SearchFilter,
         limit: usize,
-    ) -> Result<Vec<ScoredKey>, StoreError> {
-        let words = query::plain_words(query);
-        if words.is_empty() || limit == 0 {
-            return Ok(Vec::new());
+    ) -> Result<KeywordHits, StoreError> {
+        // The search and the word counts go out together: one round trip of latency. The
+        // counts are `_count`s, which every OpenSearch (and the Serverless data plane) has.
+        let words = query.positive_words();
+        if words.is_empty() {
+            return Ok(KeywordHits::default());
         }
-        let body = query::keyword_body(&words, filter, limit.min(MAX_HITS));
-        let (_, response) = self.search(&body).await?;
-        Ok(self.keys(response, |score| score as f32))
+        let search = async {
+            if query.is_empty() || limit == 0 {
+                return Ok(Vec::new());
+            }
+            let body = query::keyword_body(query, filter, limit.min(MAX_HITS));
+            let (_, response) = self.search(&body).await?;
+            Ok(self.keys(response, |score| score as f32))
+        };
+        let all = query::count_body(None);
+        let documents = self.count_where(&all);
+        let frequencies = futures::future::try_join_all(
+            words
+                .iter()
+                .map(|w| async move { self.count_where(&query::word_count_body(w)).await }),
+        );
+        let (hits, documents, frequencies) =
+            futures::future::try_join3(search, documents, frequencies).await?;
+        Ok(KeywordHits {
+            hits,
+            documents,
+            frequencies,
+        })
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use callpipe_common::ids::{CallId, Revision};
-use callpipe_common::store::{ScoredKey, SearchFilter, SegmentKey};
+use callpipe_common::store::{KeywordQuery, ScoredKey, SearchFilter, SegmentKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -69,17 +69,54 @@ pub(crate) fn knn_body(vector: &[f32], k: usize, filter: &SearchFilter) -> Value
     })
 }
 
-/// A BM25 `match` on `text` for `words` (already normalised by [`plain_words`]); any word
-/// matches, more and rarer matches rank higher.
-pub(crate) fn keyword_body(words: &str, filter: &SearchFilter, limit: usize) -> Value {
-    let matching = json!({ "match": { "text": { "query": words, "operator": "or" } } });
-    let clauses = filter_clauses(filter);
-    let query = if clauses.is_empty() {
-        matching
+/// A `match` of any of `words`.
+fn match_any(words: &[String]) -> Value {
+    json!({ "match": { "text": { "query": words.join(" "), "operator": "or" } } })
+}
+
+/// Every one of `words`, in any order: a `bool` of one `match` per word, which every
+/// OpenSearch (and the emulator the tests use) reads the same way.
+fn match_all_of(words: &[String]) -> Value {
+    let each: Vec<Value> = words
+        .iter()
+        .map(|w| json!({ "match": { "text": w } }))
+        .collect();
+    json!({ "bool": { "must": each } })
+}
+
+/// BM25 over `text` for `query`: each phrase's words must all occur (a superset of the
+/// phrase, which search narrows on the text), or else any term matches; a
+/// segment with an excluded word or phrase (`match_phrase`) is left out.
+pub(crate) fn keyword_body(query: &KeywordQuery, filter: &SearchFilter, limit: usize) -> Value {
+    let phrases: Vec<&Vec<String>> = query.phrases.iter().filter(|p| !p.is_empty()).collect();
+    let must: Vec<Value> = if phrases.is_empty() {
+        vec![match_any(&query.terms)]
     } else {
-        json!({ "bool": { "must": [matching], "filter": clauses } })
+        phrases.iter().map(|p| match_all_of(p)).collect()
     };
-    json!({ "size": limit, "query": query, "_source": KEY_FIELDS })
+    let must_not: Vec<Value> = query
+        .excluded
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.as_slice() {
+            [word] => json!({ "match": { "text": word } }),
+            _ => json!({ "match_phrase": { "text": p.join(" ") } }),
+        })
+        .collect();
+    let mut bool_query = json!({ "must": must });
+    if !must_not.is_empty() {
+        bool_query["must_not"] = json!(must_not);
+    }
+    let clauses = filter_clauses(filter);
+    if !clauses.is_empty() {
+        bool_query["filter"] = json!(clauses);
+    }
+    json!({ "size": limit, "query": { "bool": bool_query }, "_source": KEY_FIELDS })
+}
+
+/// Documents holding `word`, counted (`_count`): its document frequency.
+pub(crate) fn word_count_body(word: &str) -> Value {
+    json!({ "query": { "match": { "text": word } } })
 }
 
 /// Documents tagged with `batch`, ids only.
@@ -94,32 +131,6 @@ pub(crate) fn count_body(call_id: Option<&CallId>) -> Value {
         Some(id) => json!({ "query": { "term": { "call_id": id.as_str() } } }),
         None => json!({ "query": { "match_all": {} } }),
     }
-}
-
-/// The user's text as lowercase words separated by single spaces: letters and digits (any
-/// script), with an apostrophe kept inside a word (`don't`). Everything else separates words,
-/// so no character reaches the server with a meaning beyond "part of a word". `match` would
-/// not interpret syntax anyway; this also makes "only punctuation" recognisably empty.
-pub(crate) fn plain_words(query: &str) -> String {
-    let chars: Vec<char> = query.chars().collect();
-    let mut out = String::with_capacity(query.len());
-    let mut pending_space = false;
-    for (i, &c) in chars.iter().enumerate() {
-        let inner_apostrophe = matches!(c, '\'' | '\u{2019}')
-            && i > 0
-            && chars[i - 1].is_alphanumeric()
-            && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric());
-        if c.is_alphanumeric() || inner_apostrophe {
-            if pending_space && !out.is_empty() {
-                out.push(' ');
-            }
-            pending_space = false;
-            out.extend(c.to_lowercase());
-        } else {
-            pending_space = true;
-        }
-    }
-    out
 }
 
 /// The cosine similarity behind a kNN `_score` in the `innerproduct` space of the Faiss
@@ -447,17 +458,49 @@ mod tests {
     }
 
     #[test]
-    fn plain_words_drops_syntax_and_case() {
-        assert_eq!(plain_words("NEIGHBOUR!"), "neighbour");
-        assert_eq!(plain_words("  technician,router  "), "technician router");
-        assert_eq!(plain_words("\"unbalanced"), "unbalanced");
-        assert_eq!(plain_words("col:refund"), "col refund");
-        assert_eq!(plain_words("refund*"), "refund");
-        assert_eq!(plain_words("{\"match_all\": {}}"), "match all");
-        assert_eq!(plain_words("don't 'quoted'"), "don't quoted");
-        assert_eq!(plain_words("ünïcödé 电话"), "ünïcödé 电话");
-        assert_eq!(plain_words("   "), "");
-        assert_eq!(plain_words("!?*"), "");
+    fn keyword_body_requires_phrases_and_excludes_words() {
+        let query = KeywordQuery {
+            terms: vec!["fee".into()],
+            phrases: vec![vec!["late".into(), "fee".into()]],
+            excluded: vec![
+                vec!["waived".into()],
+                vec!["bank".into(), "transfer".into()],
+            ],
+        };
+        let filter = SearchFilter {
+            role: Some(callpipe_common::Role::Agent),
+            ..Default::default()
+        };
+        let body = keyword_body(&query, &filter, 7);
+        assert_eq!(body["size"], 7);
+        let b = &body["query"]["bool"];
+        assert_eq!(
+            b["must"],
+            json!([{ "bool": { "must": [
+                { "match": { "text": "late" } },
+                { "match": { "text": "fee" } }
+            ] } }])
+        );
+        assert_eq!(
+            b["must_not"],
+            json!([
+                { "match": { "text": "waived" } },
+                { "match_phrase": { "text": "bank transfer" } }
+            ])
+        );
+        assert_eq!(b["filter"], json!([{ "term": { "role": "agent" } }]));
+        // Without a phrase any term matches, and nothing is excluded.
+        let body = keyword_body(
+            &KeywordQuery::any_of("late fee"),
+            &SearchFilter::default(),
+            3,
+        );
+        assert_eq!(
+            body["query"],
+            json!({ "bool": { "must": [
+                { "match": { "text": { "query": "late fee", "operator": "or" } } }
+            ] } })
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::{
-    CallRecord, CallStatus, Guard, KeywordIndex, MetadataStore, ObjectStore, SearchFilter,
-    SegmentDoc, SegmentKey, StoreError, VectorBatch, VectorDoc, VectorIndex, VectorSet,
+    CallRecord, CallStatus, Guard, KeywordHits, KeywordIndex, KeywordQuery, MetadataStore,
+    ObjectStore, SearchFilter, SegmentDoc, SegmentKey, StoreError, VectorBatch, VectorDoc,
+    VectorIndex, VectorSet,
 };
 use crate::audio::Role;
 use crate::ids::{CallId, Revision};
@@ -770,11 +771,16 @@ pub async fn keyword_index(
     loader.load(&internet, &internet_segs).await;
     loader.load(&parcel, &parcel_segs).await;
 
-    let search = |query: &'static str, filter: SearchFilter, limit: usize| async move {
+    let query_hits = |query: KeywordQuery, filter: SearchFilter, limit: usize| async move {
         index
-            .keyword_search(query, &filter, limit)
+            .keyword_search(&query, &filter, limit)
             .await
             .map_err(|e| format!("search {query:?}: {e}"))
+    };
+    let search = |query: &'static str, filter: SearchFilter, limit: usize| async move {
+        query_hits(KeywordQuery::any_of(query), filter, limit)
+            .await
+            .map(|h| h.hits)
     };
     // The rare word finds its segments, best first.
     eventually(consistency, "keyword `duplicate`", || async {
@@ -882,6 +888,48 @@ pub async fn keyword_index(
         assert_eq!(got, expected, "filter `{name}`");
     }
 
+    // Word statistics: every document counts, whatever the filter; a word in none counts 0.
+    let stats = query_hits(
+        KeywordQuery::any_of("duplicate refund courier zebra"),
+        SearchFilter {
+            role: Some(Role::Agent),
+            ..Default::default()
+        },
+        10,
+    )
+    .await
+    .expect("search");
+    assert_eq!(stats.documents, 8, "{stats:?}");
+    assert_eq!(stats.frequencies, [2, 2, 1, 0], "{stats:?}");
+
+    // A phrase must occur; other terms then only rank. A backend may return a superset of a
+    // phrase's matches (its words in any order), never a segment lacking one of its words.
+    let sorted = |hits: KeywordHits| {
+        let mut keys: Vec<SegmentKey> = hits.hits.into_iter().map(|h| h.key).collect();
+        keys.sort();
+        keys
+    };
+    let phrase = KeywordQuery {
+        terms: vec!["charge".into()],
+        phrases: vec![vec!["refund".into(), "it".into()]],
+        excluded: vec![],
+    };
+    let hits = query_hits(phrase, SearchFilter::default(), 10)
+        .await
+        .expect("search");
+    assert_eq!(hits.frequencies.len(), 3, "charge, refund, it: {hits:?}");
+    assert_eq!(sorted(hits), [billing_segs[2].key.clone()]);
+    // An excluded word removes every segment holding it.
+    let excluding = KeywordQuery {
+        terms: vec!["duplicate".into()],
+        phrases: vec![],
+        excluded: vec![vec!["today".into()]],
+    };
+    let hits = query_hits(excluding, SearchFilter::default(), 10)
+        .await
+        .expect("search");
+    assert_eq!(sorted(hits), [billing_segs[1].key.clone()]);
+
     // Hostile text is plain words, never query syntax, and never an error.
     for query in [
         "\"unbalanced",
@@ -896,7 +944,7 @@ pub async fn keyword_index(
         "ünïcödé 电话",
     ] {
         index
-            .keyword_search(query, &SearchFilter::default(), 10)
+            .keyword_search(&KeywordQuery::any_of(query), &SearchFilter::default(), 10)
             .await
             .unwrap_or_else(|e| panic!("query {query:?} failed: {e}"));
     }

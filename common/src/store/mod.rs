@@ -39,7 +39,7 @@ use crate::ids::{CallId, Revision};
 pub use self::jobs::{
     BackfillJob, Cursor, JobCalls, JobCounts, JobFailure, JobRun, JobState, JobStore, Survey,
 };
-pub use self::keyword::KeywordIndex;
+pub use self::keyword::{words, KeywordHits, KeywordIndex, KeywordQuery};
 pub use self::local_dir::LocalDirStore;
 pub use self::lock::WriterLock;
 pub use self::metadata::MetadataStore;

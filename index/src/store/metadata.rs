@@ -5,8 +5,9 @@ use std::path::Path;
 use async_trait::async_trait;
 use callpipe_common::ids::{CallId, Revision};
 use callpipe_common::store::{
-    check_commit, now_ms, CallRecord, CallStatus, Garbage, Guard, KeywordIndex, MetadataStore,
-    ScoredKey, SearchFilter, SegmentDoc, SegmentKey, StoreError, VectorBatch, VectorSet,
+    check_commit, now_ms, CallRecord, CallStatus, Garbage, Guard, KeywordHits, KeywordIndex,
+    KeywordQuery, MetadataStore, ScoredKey, SearchFilter, SegmentDoc, SegmentKey, StoreError,
+    VectorBatch, VectorSet,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -292,30 +293,64 @@ fn push_filter(sql: &mut String, args: &mut Vec<Value>, filter: &SearchFilter, w
     }
 }
 
-/// Function words that appear in nearly every spoken sentence. Matching on them makes FTS5
-/// score most of the index for no ranking benefit (BM25 gives them almost no weight), so they
-/// are left out of a query unless the query has nothing else.
-const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "do", "for", "from", "had", "has",
-    "have", "i", "if", "in", "is", "it", "me", "my", "of", "on", "or", "our", "so", "that", "the",
-    "their", "there", "they", "this", "to", "was", "we", "were", "what", "with", "you", "your",
-];
+/// An FTS5 string: the words of a phrase (or one word) in double quotes. Words hold only
+/// letters, digits and inner apostrophes (see [`callpipe_common::store::words`]), so nothing
+/// in them is FTS5 syntax.
+fn fts_phrase(words: &[String]) -> String {
+    format!("\"{}\"", words.join(" "))
+}
 
-/// Turns what a user typed into an FTS5 query that matches any of its words. Every word is
-/// quoted, so FTS5 operators (`AND`, `NEAR`, `*`, `col:`) and stray quotes are just text.
-pub(crate) fn fts_query(text: &str) -> Option<String> {
-    let words: Vec<&str> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let content: Vec<&str> = words
+/// The FTS5 expression for `query`: every phrase (`AND`), or else any term (`OR`), minus any
+/// segment holding an excluded word or phrase; `None` when nothing positive is asked for.
+pub(crate) fn fts_query(query: &KeywordQuery) -> Option<String> {
+    let phrases: Vec<String> = query
+        .phrases
         .iter()
-        .copied()
-        .filter(|w| !STOPWORDS.contains(&w.to_lowercase().as_str()))
+        .filter(|p| !p.is_empty())
+        .map(|p| fts_phrase(p))
         .collect();
-    let chosen = if content.is_empty() { words } else { content };
-    let quoted: Vec<String> = chosen.iter().map(|w| format!("\"{w}\"")).collect();
-    (!quoted.is_empty()).then(|| quoted.join(" OR "))
+    let positive = if phrases.is_empty() {
+        let terms: Vec<String> = query
+            .terms
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| fts_phrase(std::slice::from_ref(t)))
+            .collect();
+        if terms.is_empty() {
+            return None;
+        }
+        terms.join(" OR ")
+    } else {
+        phrases.join(" AND ")
+    };
+    let excluded: Vec<String> = query
+        .excluded
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| fts_phrase(p))
+        .collect();
+    Some(if excluded.is_empty() {
+        positive
+    } else {
+        format!("({positive}) NOT ({})", excluded.join(" OR "))
+    })
+}
+
+/// How many documents hold each of `words`, and how many there are: the statistics fusion
+/// weighs keyword matches by. FTS5 counts a word's document list (its own tokenizer stems it,
+/// as the search does); a word it cannot tokenize counts 0.
+fn term_stats(conn: &Connection, words: &[&str]) -> rusqlite::Result<(u64, Vec<u64>)> {
+    let documents: i64 = conn
+        .prepare_cached("SELECT count(*) FROM segments")?
+        .query_row([], |r| r.get(0))?;
+    let mut count =
+        conn.prepare_cached("SELECT count(*) FROM segments_fts WHERE segments_fts MATCH ?1")?;
+    let mut frequencies = Vec::with_capacity(words.len());
+    for word in words {
+        let n: i64 = count.query_row([fts_phrase(&[(*word).to_owned()])], |r| r.get(0))?;
+        frequencies.push(n as u64);
+    }
+    Ok((documents as u64, frequencies))
 }
 
 #[async_trait]
@@ -602,16 +637,16 @@ impl MetadataStore for SqliteMetadata {
 impl KeywordIndex for SqliteMetadata {
     async fn keyword_search(
         &self,
-        query: &str,
+        query: &KeywordQuery,
         filter: &SearchFilter,
         limit: usize,
-    ) -> Result<Vec<ScoredKey>, StoreError> {
-        let Some(fts) = fts_query(query) else {
-            return Ok(Vec::new());
-        };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
+    ) -> Result<KeywordHits, StoreError> {
+        let words: Vec<String> = query
+            .positive_words()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let fts = fts_query(query);
         // FTS5 keeps only the best `n` when asked for `ORDER BY rank LIMIT n`, instead of
         // scoring, joining and sorting every match; filters and stale revisions are applied to
         // that top list, which grows until it yields `limit` hits or holds every match.
@@ -624,7 +659,7 @@ impl KeywordIndex for SqliteMetadata {
              FROM top JOIN segments s ON s.id = top.id {CURRENT}
              WHERE 1 = 1"
         );
-        let mut args = vec![Value::Text(fts), Value::Integer(0)];
+        let mut args = vec![Value::Null, Value::Integer(0)];
         push_filter(&mut sql, &mut args, filter, true);
         sql.push_str(" ORDER BY top.rank LIMIT ?");
         let limit = limit.min(1 << 40) as i64;
@@ -632,38 +667,59 @@ impl KeywordIndex for SqliteMetadata {
         let filtered = filter != &SearchFilter::default();
         self.db
             .run(move |conn| {
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let mut fetch = if filtered { limit * 8 } else { limit };
-                loop {
-                    args[1] = Value::Integer(fetch);
-                    let mut top_size = 0i64;
-                    let hits = stmt
-                        .query_map(params_from_iter(args.iter()), |r| {
-                            top_size = r.get(5)?;
-                            Ok(ScoredKey {
-                                key: key_at(r, 0)?,
-                                // FTS5's rank (bm25) is lower-is-better; the trait wants
-                                // higher-is-better.
-                                score: -(r.get::<_, f64>(4)? as f32),
-                            })
-                        })?
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    // Done when enough survived, or the top list already held every match.
-                    if hits.len() as i64 >= limit || (top_size < fetch && !hits.is_empty()) {
-                        return Ok(hits);
-                    }
-                    let total: i64 = conn
-                        .prepare_cached(
-                            "SELECT count(*) FROM segments_fts WHERE segments_fts MATCH ?1",
-                        )?
-                        .query_row([&args[0]], |r| r.get(0))?;
-                    if fetch >= total {
-                        return Ok(hits);
-                    }
-                    fetch = (fetch * 8).min(total);
-                }
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                let (documents, frequencies) = term_stats(conn, &words)?;
+                let hits = match fts {
+                    Some(fts) if limit > 0 => top_hits(conn, &sql, args, fts, limit, filtered)?,
+                    _ => Vec::new(),
+                };
+                Ok(KeywordHits {
+                    hits,
+                    documents,
+                    frequencies,
+                })
             })
             .await
+    }
+}
+
+/// The best `limit` keyword hits passing the filter in `sql`: FTS5's top list, grown until
+/// enough of it survives the filter.
+fn top_hits(
+    conn: &Connection,
+    sql: &str,
+    mut args: Vec<Value>,
+    fts: String,
+    limit: i64,
+    filtered: bool,
+) -> rusqlite::Result<Vec<ScoredKey>> {
+    args[0] = Value::Text(fts);
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut fetch = if filtered { limit * 8 } else { limit };
+    loop {
+        args[1] = Value::Integer(fetch);
+        let mut top_size = 0i64;
+        let hits = stmt
+            .query_map(params_from_iter(args.iter()), |r| {
+                top_size = r.get(5)?;
+                Ok(ScoredKey {
+                    key: key_at(r, 0)?,
+                    // FTS5's rank (bm25) is lower-is-better; the trait wants higher-is-better.
+                    score: -(r.get::<_, f64>(4)? as f32),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        // Done when enough survived, or the top list already held every match.
+        if hits.len() as i64 >= limit || (top_size < fetch && !hits.is_empty()) {
+            return Ok(hits);
+        }
+        let total: i64 = conn
+            .prepare_cached("SELECT count(*) FROM segments_fts WHERE segments_fts MATCH ?1")?
+            .query_row([&args[0]], |r| r.get(0))?;
+        if fetch >= total {
+            return Ok(hits);
+        }
+        fetch = (fetch * 8).min(total);
     }
 }
 
@@ -717,10 +773,22 @@ mod tests {
     #[test]
     fn user_text_never_becomes_query_syntax() {
         assert_eq!(
-            fts_query("refund NEAR(x)").unwrap(),
-            "\"refund\" OR \"NEAR\" OR \"x\""
+            fts_query(&KeywordQuery::any_of("refund NEAR(x)")).unwrap(),
+            "\"refund\" OR \"near\" OR \"x\""
         );
-        assert_eq!(fts_query("\"*:^"), None);
+        assert_eq!(fts_query(&KeywordQuery::any_of("\"*:^")), None);
+        let q = KeywordQuery {
+            terms: vec!["fee".into()],
+            phrases: vec![vec!["late".into(), "fee".into()]],
+            excluded: vec![
+                vec!["waived".into()],
+                vec!["bank".into(), "transfer".into()],
+            ],
+        };
+        assert_eq!(
+            fts_query(&q).unwrap(),
+            "(\"late fee\") NOT (\"waived\" OR \"bank transfer\")"
+        );
     }
 
     #[tokio::test]
