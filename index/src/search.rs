@@ -236,7 +236,7 @@ impl HybridSearch {
                 None => Ok(Vec::new()),
             };
         }
-        let candidates = self.gather(mode, &parsed, &filter).await?;
+        let candidates = self.gather(mode, &parsed, &filter, limit).await?;
         let ranked = candidates.rank(mode, &self.settings.weights);
         self.resolve(candidates, &ranked, limit).await
     }
@@ -248,11 +248,12 @@ impl HybridSearch {
         &self,
         query: &str,
         filter: &SearchFilter,
+        limit: usize,
     ) -> Result<Candidates, SearchError> {
         let parsed = query::parse(query);
         match narrowed(&parsed, filter) {
             Some(filter) if parsed.has_words() => {
-                self.gather(SearchMode::Hybrid, &parsed, &filter).await
+                self.gather(SearchMode::Hybrid, &parsed, &filter, limit).await
             }
             _ => Ok(Candidates::default()),
         }
@@ -263,8 +264,10 @@ impl HybridSearch {
         mode: SearchMode,
         parsed: &ParsedQuery,
         filter: &SearchFilter,
+        limit: usize,
     ) -> Result<Candidates, SearchError> {
-        let k = self.settings.candidates.max(1);
+        // Never fewer candidates per list than results asked for.
+        let k = self.settings.candidates.max(limit).max(1);
         // The keyword search runs while the query is embedded: it does not need the vector.
         let keyword = async {
             if !mode.uses_keyword() {

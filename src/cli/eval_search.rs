@@ -404,7 +404,7 @@ async fn tune(
 ) -> anyhow::Result<Vec<TuneRow>> {
     let mut gathered: Vec<(&SetQuery, Candidates)> = Vec::new();
     for q in set.queries.iter().filter(|q| q.split == Split::Tune) {
-        let candidates = search.candidates(&q.query, &to_filter(q)?).await?;
+        let candidates = search.candidates(&q.query, &to_filter(q)?, DEPTH).await?;
         gathered.push((q, candidates));
     }
     let mrr_of = |mode: SearchMode, weights: &FusionWeights| {
