@@ -38,14 +38,6 @@ pub struct ParsedQuery {
 }
 
 impl ParsedQuery {
-    /// Whether the query constrains results beyond ranking them (a phrase, an exclusion, a
-    /// phone number).
-    pub fn has_constraints(&self) -> bool {
-        !self.keyword.phrases.is_empty()
-            || !self.keyword.excluded.is_empty()
-            || !self.digits.is_empty()
-    }
-
     /// Whether there is anything to rank by: words for either list.
     pub fn has_words(&self) -> bool {
         !self.keyword.is_empty() || !self.semantic.trim().is_empty()
@@ -209,7 +201,6 @@ mod tests {
             strings(&["connection", "cuts", "out", "night"])
         );
         assert_eq!(q.semantic, "my connection cuts out at night");
-        assert!(!q.has_constraints());
         // Only function words: they are all there is to match.
         assert_eq!(
             parse("what is it").keyword.terms,
@@ -227,7 +218,6 @@ mod tests {
             vec![strings(&["waived"]), strings(&["bank", "transfer"])]
         );
         assert_eq!(q.semantic, "late fee refund well-known");
-        assert!(q.has_constraints());
         // An unclosed quote runs to the end; a lone minus is nothing.
         let q = parse("- \"pharmacy counter");
         assert_eq!(q.keyword.phrases, vec![strings(&["pharmacy", "counter"])]);

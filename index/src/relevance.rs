@@ -141,7 +141,6 @@ pub struct SetCall {
 /// A loaded set.
 #[derive(Debug, Clone)]
 pub struct SearchSet {
-    pub root: PathBuf,
     /// By name.
     pub calls: BTreeMap<String, SetCall>,
     pub queries: Vec<SetQuery>,
@@ -236,11 +235,7 @@ impl SearchSet {
                 queries.push(q);
             }
         }
-        Ok(SearchSet {
-            root: root.to_owned(),
-            calls,
-            queries,
-        })
+        Ok(SearchSet { calls, queries })
     }
 
     /// The relevant turns of `query`, as (call, turn index) pairs.
@@ -412,7 +407,6 @@ mod tests {
             duration_s: 15.0,
         };
         SearchSet {
-            root: PathBuf::new(),
             calls: BTreeMap::from([("a".to_owned(), call)]),
             queries: Vec::new(),
         }

@@ -253,7 +253,8 @@ impl HybridSearch {
         let parsed = query::parse(query);
         match narrowed(&parsed, filter) {
             Some(filter) if parsed.has_words() => {
-                self.gather(SearchMode::Hybrid, &parsed, &filter, limit).await
+                self.gather(SearchMode::Hybrid, &parsed, &filter, limit)
+                    .await
             }
             _ => Ok(Candidates::default()),
         }
@@ -292,7 +293,7 @@ impl HybridSearch {
         };
         let (keyword, semantic) = tokio::try_join!(keyword, semantic)?;
         let evidence = QueryEvidence::new(parsed, &keyword);
-        Ok(self.evidence(&keyword.hits, &semantic, &evidence).await?)
+        self.evidence(&keyword.hits, &semantic, &evidence).await
     }
 
     /// Joins both lists' keys to the metadata store and weighs each current segment that
@@ -302,7 +303,7 @@ impl HybridSearch {
         keyword: &[ScoredKey],
         semantic: &[ScoredKey],
         query: &QueryEvidence,
-    ) -> Result<Candidates, StoreError> {
+    ) -> Result<Candidates, SearchError> {
         let mut order: Vec<SegmentKey> = Vec::with_capacity(keyword.len() + semantic.len());
         let mut ranks: HashMap<SegmentKey, Evidence> = HashMap::new();
         let blank = Evidence {
@@ -312,44 +313,48 @@ impl HybridSearch {
             keyword_rank: None,
             semantic_rank: None,
         };
-        // A backend may return a key twice (no custom ids); its best rank counts.
-        for (rank, hit) in keyword.iter().enumerate() {
-            let e = ranks.entry(hit.key.clone()).or_insert_with(|| {
-                order.push(hit.key.clone());
-                blank
-            });
-            if e.keyword_rank.is_none() {
-                e.keyword_rank = Some(rank + 1);
-                e.bm25 = Some(hit.score);
-            }
-        }
-        for (rank, hit) in semantic.iter().enumerate() {
-            let e = ranks.entry(hit.key.clone()).or_insert_with(|| {
-                order.push(hit.key.clone());
-                blank
-            });
-            if e.semantic_rank.is_none() {
-                e.semantic_rank = Some(rank + 1);
-                e.cosine = Some(hit.score);
+        for (list, is_keyword) in [(keyword, true), (semantic, false)] {
+            for (rank, hit) in list.iter().enumerate() {
+                let e = ranks.entry(hit.key.clone()).or_insert_with(|| {
+                    order.push(hit.key.clone());
+                    blank
+                });
+                // A backend may return a key twice (no custom ids); its best rank counts.
+                let (at, score) = if is_keyword {
+                    (&mut e.keyword_rank, &mut e.bm25)
+                } else {
+                    (&mut e.semantic_rank, &mut e.cosine)
+                };
+                if at.is_none() {
+                    *at = Some(rank + 1);
+                    *score = Some(hit.score);
+                }
             }
         }
         let found = self.metadata.segments_by_key(&order).await?;
-        let mut by_key: HashMap<SegmentKey, SegmentDoc> =
-            found.into_iter().map(|s| (s.key.clone(), s)).collect();
-        let mut items = Vec::with_capacity(order.len());
-        for key in &order {
-            // Stale keys (an interrupted run's vectors, a replaced revision) end here.
-            let Some(segment) = by_key.remove(key) else {
-                continue;
-            };
-            let text = Analyzed::new(&segment.text);
-            if !query.admits(&text) {
-                continue;
+        // Stemming every candidate's words is CPU work: off the async runtime.
+        let query = query.clone();
+        let items = tokio::task::spawn_blocking(move || {
+            let mut by_key: HashMap<SegmentKey, SegmentDoc> =
+                found.into_iter().map(|s| (s.key.clone(), s)).collect();
+            let mut items = Vec::with_capacity(order.len());
+            for key in &order {
+                // Stale keys (an interrupted run's vectors, a replaced revision) end here.
+                let Some(segment) = by_key.remove(key) else {
+                    continue;
+                };
+                let text = Analyzed::new(&segment.text);
+                if !query.admits(&text) {
+                    continue;
+                }
+                let mut e = ranks[key];
+                e.coverage = query.coverage(&text);
+                items.push((segment, e));
             }
-            let mut e = ranks[key];
-            e.coverage = query.coverage(&text);
-            items.push((segment, e));
-        }
+            items
+        })
+        .await
+        .map_err(|e| SearchError::Task(e.to_string()))?;
         // The spread of the semantic list as it was ranked, stale entries included: the
         // K-th neighbour's cosine is what an unranked candidate is worth.
         let spread = SemanticSpread::of(semantic.iter().map(|h| h.score));
